@@ -1,0 +1,44 @@
+# Two commands set up and run everything on a fresh machine:
+#   make train   # creates .venv, installs, trains configs/vit_cifar.py:tiny
+#   make test    # creates .venv, installs, runs the test suite
+# Knobs: make train CONFIG=configs/vit_cifar.py DATASET=imagefolder:PATH WORKDIR=runs/x ARGS='--config.total_steps=500'
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/vit_cifar.py:tiny
+WORKDIR ?= runs/$(subst :,_,$(basename $(notdir $(firstword $(subst :, ,$(CONFIG))))))$(if $(findstring :,$(CONFIG)),_$(lastword $(subst :, ,$(CONFIG))))
+DATASET ?=
+ARGS ?=
+DATA_CACHE := .cache/data
+SHARED_DATA ?= ../shared/data
+
+.PHONY: train test install data clean-venv
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# The tests also check weight import against PyTorch/transformers models.
+$(VENV)/.installed-interop: $(VENV)/.installed
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,interop]'
+	touch $@
+
+install: $(VENV)/.installed
+
+train: $(VENV)/.installed
+	$(PY) -m aisci.main --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  $(if $(DATASET),--config.dataset=$(DATASET)) $(ARGS)
+
+test: $(VENV)/.installed-interop
+	$(PY) -m pytest -q tests
+
+# Extracts the real data sets of ../shared/data into .cache/data (ignored).
+data:
+	mkdir -p $(DATA_CACHE)
+	for f in $(SHARED_DATA)/*.tar.gz; do tar -xzf $$f -C $(DATA_CACHE); done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Metrics computed on the host from sums accumulated by `eval_step`."""

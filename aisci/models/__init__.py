@@ -1,0 +1,50 @@
+"""Model registry: `config.model.name` -> a Flax Linen module.
+
+Adding a model is one new file in this folder plus one line in `MODELS`.
+Every field of `config.model` except `name` is passed to the module's
+constructor, so the config file lists the model's hyper-parameters in full.
+"""
+
+import importlib
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+# name -> "module:ClassName"; imported lazily so that one model's import cost
+# (or missing optional dependency) never touches another.
+MODELS = {
+    'vit': 'aisci.models.vit:ViT',
+    'resnet': 'aisci.models.resnet:ResNet',
+    'unet': 'aisci.models.unet:UNet',
+    'transformer': 'aisci.models.transformer:TransformerEncoder',
+}
+
+
+def get_model_class(name: str) -> type[nn.Module]:
+  if name not in MODELS:
+    raise ValueError(
+        f'Unknown model name {name!r} in config.model.name. '
+        f'Known models: {sorted(MODELS)}. To add one, put the module in '
+        'aisci/models/ and register it in aisci/models/__init__.py:MODELS.')
+  module_name, class_name = MODELS[name].split(':')
+  return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_model(model_config: Mapping[str, Any], **extra: Any) -> nn.Module:
+  """Builds `config.model` into a module; `extra` adds derived fields.
+
+  `extra` carries what the data decides, such as `num_classes`, so that the
+  config never repeats the dataset's own facts.
+  """
+  kwargs = dict(model_config)
+  name = kwargs.pop('name')
+  cls = get_model_class(name)
+  kwargs.update(extra)
+  try:
+    return cls(**kwargs)
+  except TypeError as e:
+    fields = sorted(f for f in cls.__dataclass_fields__
+                    if f not in ('parent', 'name'))
+    raise TypeError(
+        f'config.model does not fit model {name!r}: {e}. '
+        f'Valid fields of {cls.__name__}: {fields}.') from e

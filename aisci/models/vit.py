@@ -1,0 +1,195 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+Parameter names follow google-research/vision_transformer (`embedding`, `cls`,
+`Transformer/posembed_input/pos_embedding`, `encoderblock_{i}`, `head`) so
+that its published `.npz` checkpoints map onto this module name by name.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# name -> (width, depth, mlp_dim, num_heads), as in the ViT and DeiT papers.
+VARIANTS = {
+    'Ti': (192, 12, 768, 3),
+    'S': (384, 12, 1536, 6),
+    'B': (768, 12, 3072, 12),
+    'L': (1024, 24, 4096, 16),
+}
+
+
+def decode_variant(variant: str) -> dict[str, int]:
+  """'B/16' -> dict(width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=16)."""
+  try:
+    size, patch = variant.split('/')
+    width, depth, mlp_dim, num_heads = VARIANTS[size]
+    patch_size = int(patch)
+  except (ValueError, KeyError) as e:
+    raise ValueError(
+        f'ViT variant {variant!r} is not SIZE/PATCH with SIZE in '
+        f'{list(VARIANTS)} (e.g. "B/16", "Ti/4").') from e
+  return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
+              patch_size=patch_size)
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense -> GELU -> Dropout -> Dense -> Dropout."""
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  gelu_approximate: bool = True  # False: exact erf GELU, as PyTorch/HF.
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    width = x.shape[-1]
+    dense = lambda n: nn.Dense(
+        n, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.normal(stddev=1e-6))
+    x = nn.gelu(dense(self.mlp_dim)(x), approximate=self.gelu_approximate)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = dense(width)(x)
+    return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-norm block: x + Attn(LN(x)), then x + MLP(LN(x)), with drop-path."""
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  drop_path: float = 0.0
+  dtype: Any = jnp.float32
+  gelu_approximate: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    # Norms run in float32 whatever the compute dtype: bf16 variance is lossy.
+    y = nn.LayerNorm(dtype=jnp.float32, name='LayerNorm_0')(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        kernel_init=nn.initializers.xavier_uniform(),
+        dropout_rate=self.attention_dropout, deterministic=not train,
+        name='MultiHeadDotProductAttention_1')(y, y)
+    y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    # Stochastic depth: one keep/drop decision per example (broadcast over
+    # tokens and channels).
+    y = nn.Dropout(self.drop_path, broadcast_dims=(1, 2),
+                   deterministic=not train)(y)
+    x = x + y
+    y = nn.LayerNorm(dtype=jnp.float32, name='LayerNorm_2')(x)
+    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype,
+                 self.gelu_approximate, name='MlpBlock_3')(y, train=train)
+    y = nn.Dropout(self.drop_path, broadcast_dims=(1, 2),
+                   deterministic=not train)(y)
+    return x + y
+
+
+class AddPositionEmbs(nn.Module):
+  """Adds a learned position embedding [1, tokens, width] to [batch, tokens, width]."""
+
+  @nn.compact
+  def __call__(self, x):
+    posemb = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
+                        (1,) + x.shape[1:], jnp.float32)
+    return x + posemb.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+  """Learned position embedding, `depth` blocks, final LayerNorm."""
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0
+  remat: bool = False
+  dtype: Any = jnp.float32
+  gelu_approximate: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = AddPositionEmbs(name='posembed_input')(x)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    # Recompute activations in the backward pass instead of storing them.
+    block_cls = (nn.remat(Encoder1DBlock, static_argnums=(2,))
+                 if self.remat else Encoder1DBlock)
+    for i in range(self.depth):
+      x = block_cls(
+          num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+          dropout=self.dropout, attention_dropout=self.attention_dropout,
+          drop_path=self.stochastic_depth * i / max(self.depth - 1, 1),
+          dtype=self.dtype, gelu_approximate=self.gelu_approximate,
+          name=f'encoderblock_{i}')(x, train)
+    return nn.LayerNorm(dtype=jnp.float32, name='encoder_norm')(x)
+
+
+class ViT(nn.Module):
+  """ViT classifier.
+
+  Sizes come from `variant` ('Ti/16', 'S/16', 'B/16', 'L/16', any patch size);
+  `width`, `depth`, `mlp_dim`, `num_heads`, `patch_size` override it.
+  `num_classes=0` returns the pooled representation instead of logits.
+  """
+  num_classes: int
+  variant: Optional[str] = 'Ti/16'
+  width: Optional[int] = None
+  depth: Optional[int] = None
+  mlp_dim: Optional[int] = None
+  num_heads: Optional[int] = None
+  patch_size: Optional[int] = None
+  pool: str = 'token'  # 'token' (class token) or 'gap' (mean of tokens)
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0
+  head_zero_init: bool = True
+  remat: bool = False
+  dtype: Any = jnp.float32  # compute dtype; parameters stay float32
+  # tanh GELU, flax's default, as the google-research `.npz` checkpoints were
+  # trained; False gives the exact erf GELU of Hugging Face / PyTorch models.
+  gelu_approximate: bool = True
+
+  def sizes(self) -> dict[str, int]:
+    sizes = decode_variant(self.variant) if self.variant else {}
+    for key in ('width', 'depth', 'mlp_dim', 'num_heads', 'patch_size'):
+      if getattr(self, key) is not None:
+        sizes[key] = getattr(self, key)
+      if key not in sizes:
+        raise ValueError(f'ViT needs {key}: set config.model.{key} or '
+                         'config.model.variant.')
+    return sizes
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False):
+    """images: [batch, height, width, channels] -> logits [batch, num_classes]."""
+    s = self.sizes()
+    p = s['patch_size']
+    _, h, w, _ = images.shape
+    if h % p or w % p:
+      raise ValueError(
+          f'Image size {h}x{w} is not divisible by the ViT patch size {p}: '
+          'change config.input.image_size or config.model.patch_size.')
+    if self.pool not in ('token', 'gap'):
+      raise ValueError(f"config.model.pool must be 'token' or 'gap', "
+                       f'not {self.pool!r}.')
+    x = nn.Conv(s['width'], (p, p), strides=(p, p), padding='VALID',
+                dtype=self.dtype, name='embedding')(images.astype(self.dtype))
+    n, gh, gw, c = x.shape
+    x = x.reshape(n, gh * gw, c)
+    if self.pool == 'token':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, c), jnp.float32)
+      x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (n, 1, 1)), x], axis=1)
+    x = Encoder(
+        depth=s['depth'], mlp_dim=s['mlp_dim'], num_heads=s['num_heads'],
+        dropout=self.dropout, attention_dropout=self.attention_dropout,
+        stochastic_depth=self.stochastic_depth, remat=self.remat,
+        dtype=self.dtype, gelu_approximate=self.gelu_approximate,
+        name='Transformer')(x, train=train)
+    x = x[:, 0] if self.pool == 'token' else x.mean(axis=1)
+    if not self.num_classes:
+      return x
+    head_init = (nn.initializers.zeros if self.head_zero_init
+                 else nn.initializers.lecun_normal())
+    # Logits in float32: softmax cross-entropy is unstable in bf16.
+    return nn.Dense(self.num_classes, kernel_init=head_init, dtype=jnp.float32,
+                    name='head')(x)

@@ -1,0 +1,188 @@
+"""train_and_evaluate(config, workdir): the one place that ties data, model,
+task, optimizer, checkpoints and reports together.
+
+Read top to bottom: mesh, data, model and optimizer, state (restored or
+fresh), jitted steps, the training loop, the final evaluation report.
+"""
+
+import functools
+import json
+import os
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from aisci import data
+from aisci import models
+from aisci import tasks
+from aisci.data import augment as augment_lib
+from aisci.data import pipeline
+from aisci.metrics import classification as classification_metrics
+from aisci.train import checkpoint as checkpoint_lib
+from aisci.train import metrics_log
+from aisci.train import optimizer as optimizer_lib
+from aisci.train import progress as progress_lib
+from aisci.train import sharding as sharding_lib
+from aisci.train import steps
+
+
+def _write_json(path: str, value: Any) -> None:
+  if jax.process_index() == 0:
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump(value, f, indent=2)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at_step: Optional[int] = None
+                       ) -> Optional[dict[str, float]]:
+  """Trains (or resumes) to config.total_steps; returns final eval metrics.
+
+  stop_at_step: leave the run after this step's checkpoint, as a job that
+    is cut off there would (no final evaluation; returns None). Rerunning
+    with the same workdir continues it.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  process_index, process_count = jax.process_index(), jax.process_count()
+
+  # ------------------------------------------------------------------ mesh --
+  mesh = sharding_lib.make_mesh(config.mesh)
+  sharding_lib.check_batch_size(config.input.batch_size, mesh,
+                                'config.input.batch_size')
+  sharding_lib.check_batch_size(config.input.eval_batch_size, mesh,
+                                'config.input.eval_batch_size')
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+  local_batch_size = config.input.batch_size // process_count
+  local_eval_batch_size = config.input.eval_batch_size // process_count
+  logging.info('Mesh %s over %d devices, %d process(es).', dict(mesh.shape),
+               mesh.size, process_count)
+
+  # ------------------------------------------------------------------ data --
+  source_kwargs = dict(image_size=config.input.image_size,
+                       data_dir=config.data_dir or None,
+                       process_index=process_index,
+                       process_count=process_count, cache=config.input.cache)
+  train_source = data.make_source(config.dataset, config.train_split,
+                                  **source_kwargs)
+  class_names = list(train_source.class_names)
+  eval_source = data.make_source(config.dataset, config.eval_split,
+                                 class_names=class_names, **source_kwargs)
+  logging.info('Train: %s. Eval: %s. %d classes.', train_source.description,
+               eval_source.description, len(class_names))
+  normalization = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
+  eval_dataset = pipeline.eval_dataset(
+      eval_source, local_batch_size=local_eval_batch_size,
+      process_count=process_count, **normalization)
+
+  # ---------------------------------------------- model, task, optimizer --
+  model = models.build_model(config.model, num_classes=len(class_names))
+  task = tasks.build_task(config.task, num_classes=len(class_names))
+  tx, schedule = optimizer_lib.make_optimizer(config)
+  size = config.input.image_size
+  init_fn = functools.partial(
+      steps.init_state, model=model, tx=tx,
+      example_input=jnp.zeros((1, size, size, 3), jnp.float32))
+  rng = jax.random.PRNGKey(config.seed)
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_sharding = sharding_lib.state_sharding(abstract_state, mesh)
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+  logging.info('Model %s: %s parameters.', config.model.name, f'{num_params:,}')
+
+  # ----------------------------------------------------------------- state --
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, every_steps=config.checkpoint_every_steps,
+      keep=config.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state = checkpointer.restore(latest, checkpoint_lib.abstract_with_sharding(
+        abstract_state, state_sharding))
+    logging.info('Resuming from step %d (checkpoint in %s).', latest,
+                 checkpointer.directory)
+  else:
+    state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+    logging.info('Starting from scratch (no checkpoint in %s).',
+                 checkpointer.directory)
+  start_step = int(state.step)
+  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  # ----------------------------------------------------------------- steps --
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, task=task, tx=tx,
+                        schedule=schedule),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(
+      functools.partial(steps.eval_step, model=model, task=task),
+      in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+
+  def evaluate(state):
+    sums = None
+    for local_batch in eval_dataset.as_numpy_iterator():
+      batch_sums = eval_step(state, sharding_lib.to_global(local_batch,
+                                                           batch_sharding))
+      sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums,
+                                                          batch_sums)
+    return task.summarize(jax.device_get(sums), class_names)
+
+  # ------------------------------------------------------------------ loop --
+  writer = metrics_log.create_writer(workdir)
+  progress = progress_lib.Progress(config.total_steps, config.input.batch_size,
+                                   start_step)
+  train_batches = sharding_lib.prefetch_to_mesh(
+      pipeline.train_dataset(
+          train_source, local_batch_size=local_batch_size,
+          process_index=process_index, process_count=process_count,
+          seed=config.seed, start_step=start_step,
+          augment=augment_lib.get_augmentation(config.input.augment),
+          **normalization).as_numpy_iterator(),
+      batch_sharding)
+  if start_step < config.total_steps:
+    logging.info('Training steps %d..%d, global batch %d (%.1f epochs).',
+                 start_step, config.total_steps, config.input.batch_size,
+                 config.total_steps / pipeline.steps_per_epoch(
+                     train_source, local_batch_size, process_count))
+  pending_metrics = []
+  for step in range(start_step, config.total_steps):
+    state, metrics = train_step(state, next(train_batches))
+    pending_metrics.append(metrics)
+    done = step + 1
+    if done % config.log_every_steps == 0 or done == config.total_steps:
+      fetched = jax.device_get(pending_metrics)
+      means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
+               for k in fetched[0]}
+      pending_metrics = []
+      writer.write_scalars(done, {f'train/{k}': v for k, v in means.items()})
+      logging.info('%s', progress.line(done, means))
+    if done % config.eval_every_steps == 0 and done < config.total_steps:
+      progress.pause()
+      scalars, _ = evaluate(state)
+      writer.write_scalars(done, {f'eval/{k}': v for k, v in scalars.items()})
+      logging.info('eval at step %d: %s', done, ', '.join(
+          f'{k} {v:.4f}' for k, v in scalars.items()))
+      progress.resume()
+    stopping = done == stop_at_step
+    checkpointer.save(done, state,
+                      force=done == config.total_steps or stopping)
+    if stopping:
+      logging.info('Stopping after step %d as asked; rerun to resume.', done)
+      writer.close()
+      checkpointer.close()
+      return None
+
+  # -------------------------------------------------------- final report --
+  final_step = int(state.step)
+  scalars, report = evaluate(state)
+  writer.write_scalars(final_step, {f'eval/{k}': v for k, v in scalars.items()})
+  writer.close()
+  checkpointer.close()
+  _write_json(os.path.join(workdir, 'eval_report.json'),
+              dict(step=final_step, split=config.eval_split, **scalars,
+                   report=report))
+  logging.info('Final evaluation at step %d on %s (%d examples): %s\n%s',
+               final_step, config.eval_split, report['num_examples'],
+               ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()),
+               classification_metrics.format_report(report))
+  return scalars

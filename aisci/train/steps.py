@@ -1,0 +1,72 @@
+"""Pure train and eval steps. The loop jits them with explicit shardings;
+nothing here does I/O or knows about devices."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from aisci.train.state import TrainState
+
+
+def _apply(model: nn.Module, params: Any, model_state: Any, inputs: jax.Array,
+           *, train: bool, rng: jax.Array | None = None):
+  """model.apply that also returns the updated non-param collections."""
+  variables = {'params': params, **model_state}
+  if not train or not model_state:
+    outputs = model.apply(variables, inputs, train=train,
+                          rngs={'dropout': rng} if train else None)
+    return outputs, model_state
+  return model.apply(variables, inputs, train=True, rngs={'dropout': rng},
+                     mutable=list(model_state))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+               model: nn.Module, task: Any, tx: optax.GradientTransformation,
+               schedule: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on one global batch.
+
+  Returns the new state and scalar metrics (loss, task metrics, learning
+  rate, gradient norm), left on device: the loop fetches them only when it
+  logs, so steps are dispatched without waiting for each other.
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    outputs, model_state = _apply(model, params, state.model_state,
+                                  batch[task.input_key], train=True, rng=rng)
+    loss, metrics = task.loss(outputs, batch)
+    return loss, (metrics, model_state)
+
+  (loss, (metrics, model_state)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, loss=loss, learning_rate=schedule(state.step),
+                 grad_norm=optax.global_norm(grads))
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state, model_state=model_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
+              model: nn.Module, task: Any) -> dict[str, jax.Array]:
+  """The task's sums over the real examples of one padded batch."""
+  outputs, _ = _apply(model, state.params, state.model_state,
+                      batch[task.input_key], train=False)
+  return task.eval_sums(outputs, batch)
+
+
+def init_state(rng: jax.Array, model: nn.Module,
+               tx: optax.GradientTransformation,
+               example_input: jax.Array) -> TrainState:
+  """A fresh state; rng: [2] uint32 key, split for init and for the steps."""
+  init_rng, step_rng = jax.random.split(rng)
+  variables = model.init({'params': init_rng, 'dropout': init_rng},
+                         example_input, train=False)
+  params = variables.pop('params')
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    model_state=dict(variables), opt_state=tx.init(params),
+                    rng=step_rng)

@@ -1,0 +1,98 @@
+"""Input pipeline: exact resumption, shuffling, eval padding and masks."""
+
+import numpy as np
+import pytest
+
+from aisci import data
+from aisci.data import augment
+from aisci.data import pipeline
+
+NORM = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture(scope='module')
+def source(cifar10_small):
+  return data.make_source(f'imagefolder:{cifar10_small}', 'test', image_size=32)
+
+
+def take(ds, n):
+  it = ds.as_numpy_iterator()
+  return [next(it) for _ in range(n)]
+
+
+def train_ds(source, start_step, seed=0, batch=64):
+  return pipeline.train_dataset(
+      source, local_batch_size=batch, process_index=0, process_count=1,
+      seed=seed, start_step=start_step, augment=augment.cifar_augment, **NORM)
+
+
+def test_training_batches_resume_exactly_mid_epoch_and_across_epochs(source):
+  # 500 examples, batch 64: 7 steps per epoch, so step 9 is in epoch 2.
+  straight = take(train_ds(source, 0), 12)
+  for start in (3, 9):
+    resumed = take(train_ds(source, start), 12 - start)
+    for a, b in zip(straight[start:], resumed):
+      np.testing.assert_array_equal(a['image'], b['image'])
+      np.testing.assert_array_equal(a['label'], b['label'])
+
+
+def test_each_epoch_is_a_permutation_and_epochs_differ(source):
+  labels = np.concatenate([b['label'] for b in take(train_ds(source, 0, batch=50), 20)])
+  first, second = labels[:500], labels[500:]
+  np.testing.assert_array_equal(np.bincount(first), [50] * 10)
+  np.testing.assert_array_equal(np.bincount(second), [50] * 10)
+  assert not np.array_equal(first, second)
+  other_seed = np.concatenate(
+      [b['label'] for b in take(train_ds(source, 0, seed=1, batch=50), 10)])
+  assert not np.array_equal(first, other_seed)
+
+
+def test_training_images_are_augmented_and_normalized(source):
+  batch = take(train_ds(source, 0), 1)[0]
+  assert batch['image'].shape == (64, 32, 32, 3)
+  assert batch['image'].dtype == np.float32
+  # Normalized with mean 0.5, std 0.25: values within [-2, 2].
+  assert batch['image'].min() >= -2.0 and batch['image'].max() <= 2.0
+  plain = pipeline.train_dataset(
+      source, local_batch_size=64, process_index=0, process_count=1, seed=0,
+      start_step=0, augment=augment.get_augmentation('none'), **NORM)
+  assert not np.array_equal(take(plain, 1)[0]['image'], batch['image'])
+  np.testing.assert_array_equal(take(plain, 1)[0]['label'], batch['label'])
+
+
+def test_cifar_augment_is_a_crop_of_the_padded_image():
+  image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+  out = augment.cifar_augment(image, np.array([1, 2], np.int64), pad=2).numpy()
+  padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), mode='reflect')
+  windows = [padded[i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+  assert any(np.array_equal(out, w) or np.array_equal(out, w[:, ::-1])
+             for w in windows)
+
+
+def test_eval_sees_every_example_exactly_once(source):
+  # 500 examples in batches of 64: 8 batches, the last with 52 padding rows.
+  batches = list(pipeline.eval_dataset(source, local_batch_size=64,
+                                       process_count=1, **NORM).as_numpy_iterator())
+  assert len(batches) == pipeline.eval_steps(source, 64, 1) == 8
+  assert all(b['image'].shape[0] == 64 for b in batches)
+  mask = np.concatenate([b['mask'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert mask.sum() == 500 and mask[:500].all() and not mask[500:].any()
+  np.testing.assert_array_equal(np.bincount(labels[mask]), [50] * 10)
+
+
+def test_eval_shares_of_two_processes_cover_the_split(cifar10_small):
+  counts = []
+  for index in range(2):
+    share = data.make_source(f'imagefolder:{cifar10_small}', 'test',
+                             image_size=32, process_index=index, process_count=2)
+    batches = list(pipeline.eval_dataset(share, local_batch_size=32,
+                                         process_count=2, **NORM).as_numpy_iterator())
+    assert len(batches) == pipeline.eval_steps(share, 32, 2)
+    counts.append(sum(int(b['mask'].sum()) for b in batches))
+  assert counts == [250, 250]
+
+
+def test_batch_larger_than_the_split_is_a_clear_error(source):
+  with pytest.raises(ValueError, match='larger than the training split'):
+    pipeline.steps_per_epoch(source, 1000, 1)

@@ -1,0 +1,98 @@
+"""ViT: parameter counts of the published sizes, shapes, dtypes, errors."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aisci import models
+from aisci.models import vit
+
+
+def count_params(model, image_size):
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0),
+                         jnp.zeros((1, image_size, image_size, 3)), train=False))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
+
+
+def test_vit_b16_has_published_parameter_count():
+  model = models.build_model({'name': 'vit', 'variant': 'B/16'}, num_classes=1000)
+  assert count_params(model, 224) == 86_567_656
+
+
+def test_vit_s16_gap_has_no_class_token():
+  token = vit.ViT(num_classes=1000, variant='S/16', pool='token')
+  gap = vit.ViT(num_classes=1000, variant='S/16', pool='gap')
+  # ViT-S/16 (DeiT-S) is 22,050,664 with a class token; GAP drops 384 + one
+  # position embedding of 384.
+  assert count_params(token, 224) == 22_050_664
+  assert count_params(token, 224) - count_params(gap, 224) == 2 * 384
+
+
+@pytest.mark.parametrize('pool', ['token', 'gap'])
+def test_vit_outputs_logits_and_features(pool):
+  model = vit.ViT(num_classes=7, variant=None, width=32, depth=2, mlp_dim=64,
+                  num_heads=4, patch_size=4, pool=pool)
+  images = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(0), images)
+  logits = model.apply(variables, images)
+  chex.assert_shape(logits, (3, 7))
+  chex.assert_type(logits, jnp.float32)
+  features = model.clone(num_classes=0).apply(variables, images)
+  chex.assert_shape(features, (3, 32))
+
+
+def test_vit_dropout_and_stochastic_depth_use_the_rng():
+  model = vit.ViT(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
+                  num_heads=4, patch_size=4, dropout=0.1, stochastic_depth=0.5,
+                  head_zero_init=False)
+  images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+  variables = model.init(jax.random.PRNGKey(0), images)
+  train = lambda seed: model.apply(variables, images, train=True,
+                                   rngs={'dropout': jax.random.PRNGKey(seed)})
+  chex.assert_trees_all_close(train(3), train(3))
+  assert not np.allclose(train(3), train(4))
+  # Evaluation is deterministic and uses no rng.
+  chex.assert_trees_all_close(model.apply(variables, images),
+                              model.apply(variables, images))
+
+
+def test_vit_bfloat16_compute_keeps_float32_params_and_logits():
+  kwargs = dict(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
+                num_heads=4, patch_size=4, head_zero_init=False)
+  images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+  f32 = vit.ViT(**kwargs)
+  variables = f32.init(jax.random.PRNGKey(0), images)
+  bf16 = vit.ViT(**kwargs, dtype=jnp.bfloat16)
+  chex.assert_trees_all_equal_dtypes(
+      variables, bf16.init(jax.random.PRNGKey(0), images))
+  logits = bf16.apply(variables, images)
+  chex.assert_type(logits, jnp.float32)
+  np.testing.assert_allclose(logits, f32.apply(variables, images), atol=0.1)
+
+
+def test_remat_gives_the_same_gradients():
+  kwargs = dict(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
+                num_heads=4, patch_size=4, head_zero_init=False)
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  plain, remat = vit.ViT(**kwargs), vit.ViT(**kwargs, remat=True)
+  variables = plain.init(jax.random.PRNGKey(0), images)
+  grad = lambda m: jax.grad(lambda v: m.apply(v, images).sum())(variables)
+  chex.assert_trees_all_close(grad(plain), grad(remat), atol=1e-6)
+
+
+def test_patch_size_must_divide_the_image():
+  model = vit.ViT(num_classes=2, variant='Ti/16')
+  with pytest.raises(ValueError, match='not divisible by the ViT patch size 16'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 3)))
+
+
+def test_unknown_variant_and_model_name_are_clear_errors():
+  with pytest.raises(ValueError, match='SIZE/PATCH'):
+    vit.decode_variant('Huge/14')
+  with pytest.raises(ValueError, match="Unknown model name 'vitt'.*'vit'"):
+    models.build_model({'name': 'vitt'}, num_classes=10)
+  with pytest.raises(TypeError, match='Valid fields of ViT'):
+    models.build_model({'name': 'vit', 'widht': 3}, num_classes=10)

@@ -1,0 +1,86 @@
+"""End to end on real CIFAR-10 images: train, evaluate, report, checkpoint,
+resume to the same parameters."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from aisci.train import loop
+from configs import vit_cifar
+
+
+def small_config(dataset, **overrides):
+  config = vit_cifar.get_config('tiny')
+  config.dataset = f'imagefolder:{dataset}'
+  config.model.update(width=48, depth=2, mlp_dim=96, num_heads=3, patch_size=8)
+  config.input.update(batch_size=32, eval_batch_size=200)
+  config.optimizer.learning_rate = 2e-3
+  config.update(total_steps=12, log_every_steps=4, eval_every_steps=8,
+                checkpoint_every_steps=4, keep_checkpoints=2)
+  config.schedule.warmup_steps = 2
+  config.update(overrides)
+  return config
+
+
+def final_params(workdir):
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  manager = ocp.CheckpointManager(checkpoints)
+  state = manager.restore(manager.latest_step())
+  manager.close()
+  return state['params']
+
+
+def test_resumed_run_ends_with_the_same_parameters(cifar10_small, tmp_path):
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  config = small_config(cifar10_small)
+  # dropout makes the test cover the per-step rng as well.
+  config.model.dropout = 0.1
+  loop.train_and_evaluate(config, straight)
+  assert loop.train_and_evaluate(config, resumed, stop_at_step=6) is None
+  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints')))[-1] == '6'
+  loop.train_and_evaluate(config, resumed)
+  chex.assert_trees_all_close(final_params(straight), final_params(resumed),
+                              rtol=0, atol=0)
+  logs = {}
+  for workdir in (straight, resumed):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      logs[workdir] = [r for r in map(json.loads, f) if 'train/loss' in r]
+  # Logged before the stop and after the resume, nothing twice, and the
+  # training loss of the last steps is that of the uninterrupted run.
+  assert [r['step'] for r in logs[resumed]] == [4, 8, 12]
+  assert logs[resumed][-1]['train/loss'] == logs[straight][-1]['train/loss']
+
+
+def test_training_on_real_images_learns_and_writes_reports(cifar10_small, tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = small_config(cifar10_small, total_steps=150, log_every_steps=50,
+                        eval_every_steps=100, checkpoint_every_steps=50)
+  config.input.batch_size = 64
+  metrics = loop.train_and_evaluate(config, workdir)
+  # 10 balanced classes: chance is 10 %. 150 steps on 2,000 real images.
+  assert metrics['accuracy'] >= 0.25, metrics
+  with open(os.path.join(workdir, 'eval_report.json')) as f:
+    report = json.load(f)
+  assert report['step'] == 150
+  assert report['report']['num_examples'] == 500
+  assert np.sum(report['report']['confusion_matrix']) == 500
+  assert [c['support'] for c in report['report']['per_class']] == [50] * 10
+  np.testing.assert_allclose(report['accuracy'], metrics['accuracy'])
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  train = [r for r in records if 'train/loss' in r]
+  assert [r['step'] for r in train] == [50, 100, 150]
+  assert train[-1]['train/loss'] < train[0]['train/loss']
+  assert any('eval/accuracy' in r and r['step'] == 100 for r in records)
+  events = os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert any(e.startswith('events.out.tfevents') for e in events)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['total_steps'] == 150
+  # Rerunning a finished run trains nothing and reports the same figures.
+  again = loop.train_and_evaluate(config, workdir)
+  np.testing.assert_allclose(again['accuracy'], metrics['accuracy'])
