@@ -58,3 +58,6 @@ class ClassificationTask:
                'accuracy': report['accuracy'],
                'macro_f1': report['macro avg']['f1']}
     return scalars, report
+
+  def format_report(self, report: dict[str, Any]) -> str:
+    return classification_metrics.format_report(report)

@@ -13,12 +13,12 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-  """Saves every `every_steps` steps (and on demand), keeps the last `keep`."""
+  """Saves when the loop asks (`is_due`: every `every_steps`), keeps the last `keep`."""
 
   def __init__(self, workdir: str, *, every_steps: int, keep: int):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.every_steps = every_steps
-    # The due-step decision is ours (see `save`): orbax's own interval logic
+    # The due-step decision is ours (`is_due`): orbax's own interval logic
     # also saves the first step it sees, which is not a useful checkpoint.
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -32,15 +32,22 @@ class Checkpointer:
 
     abstract_state: pytree of jax.ShapeDtypeStruct with shardings.
     """
-    return self._manager.restore(
-        step, args=ocp.args.StandardRestore(abstract_state))
+    try:
+      return self._manager.restore(
+          step, args=ocp.args.StandardRestore(abstract_state))
+    except ValueError as e:
+      raise ValueError(
+          f'Checkpoint {step} in {self.directory} does not fit the model and '
+          'optimizer of this config (it was written by a different one). '
+          'Run with the config the workdir was started with (its config.json), '
+          f'or start a new --workdir. Orbax says: {e}') from e
 
-  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-    """Starts saving (asynchronously) if `step` is due or `force`."""
-    if not force and step % self.every_steps:
-      return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state),
-                              force=True)
+  def is_due(self, step: int) -> bool:
+    return step % self.every_steps == 0
+
+  def save(self, step: int, state: Any) -> None:
+    """Starts saving `state` as checkpoint `step` (asynchronously)."""
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def close(self) -> None:
     """Waits for pending saves to finish."""

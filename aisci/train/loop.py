@@ -7,6 +7,7 @@ fresh), jitted steps, the training loop, the final evaluation report.
 
 import functools
 import json
+import math
 import os
 from typing import Any, Optional
 
@@ -20,7 +21,6 @@ from aisci import models
 from aisci import tasks
 from aisci.data import augment as augment_lib
 from aisci.data import pipeline
-from aisci.metrics import classification as classification_metrics
 from aisci.train import checkpoint as checkpoint_lib
 from aisci.train import metrics_log
 from aisci.train import optimizer as optimizer_lib
@@ -33,6 +33,26 @@ def _write_json(path: str, value: Any) -> None:
   if jax.process_index() == 0:
     with open(path, 'w', encoding='utf-8') as f:
       json.dump(value, f, indent=2)
+
+
+def _check_finite(fetched_metrics: list[dict[str, Any]], done: int,
+                  checkpointer: checkpoint_lib.Checkpointer) -> None:
+  """Stops the run at the first non-finite loss or gradient norm."""
+  first_step = done - len(fetched_metrics) + 1
+  for offset, metrics in enumerate(fetched_metrics):
+    values = [float(metrics[k]) for k in ('loss', 'grad_norm')]
+    if all(map(math.isfinite, values)):
+      continue
+    last = checkpointer.latest_step()
+    raise FloatingPointError(
+        f'Non-finite training loss {values[0]} / gradient norm {values[1]} at '
+        f'step {first_step + offset}. Nothing after it was saved; '
+        + (f'the last good checkpoint is step {last} in '
+           f'{checkpointer.directory}, and rerunning resumes from it. '
+           if last is not None else 'no checkpoint was written yet. ')
+        + 'Usual fixes: lower config.optimizer.learning_rate, lengthen '
+        'config.schedule.warmup_steps, set config.optimizer.grad_clip_norm, '
+        'or check the input data for NaN/Inf values.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -81,10 +101,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = models.build_model(config.model, num_classes=len(class_names))
   task = tasks.build_task(config.task, num_classes=len(class_names))
   tx, schedule = optimizer_lib.make_optimizer(config)
-  size = config.input.image_size
+  # The model is initialised on one example shaped as the data says.
+  input_spec = eval_dataset.element_spec[task.input_key]
   init_fn = functools.partial(
       steps.init_state, model=model, tx=tx,
-      example_input=jnp.zeros((1, size, size, 3), jnp.float32))
+      example_input=jnp.zeros((1,) + tuple(input_spec.shape[1:]),
+                              input_spec.dtype.as_numpy_dtype))
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = sharding_lib.state_sharding(abstract_state, mesh)
@@ -107,6 +129,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  checkpointer.directory)
   start_step = int(state.step)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  # What prediction and export need to know about the data, without it.
+  _write_json(os.path.join(workdir, 'dataset_info.json'), dict(
+      dataset=config.dataset, class_names=class_names,
+      image_size=config.input.image_size, mean=list(config.input.mean),
+      std=list(config.input.std), train_examples=train_source.total_examples,
+      eval_examples=eval_source.total_examples))
 
   # ----------------------------------------------------------------- steps --
   train_step = jax.jit(
@@ -144,45 +172,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  start_step, config.total_steps, config.input.batch_size,
                  config.total_steps / pipeline.steps_per_epoch(
                      train_source, local_batch_size, process_count))
-  pending_metrics = []
-  for step in range(start_step, config.total_steps):
-    state, metrics = train_step(state, next(train_batches))
-    pending_metrics.append(metrics)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == config.total_steps:
-      fetched = jax.device_get(pending_metrics)
-      means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
-               for k in fetched[0]}
-      pending_metrics = []
-      writer.write_scalars(done, {f'train/{k}': v for k, v in means.items()})
-      logging.info('%s', progress.line(done, means))
-    if done % config.eval_every_steps == 0 and done < config.total_steps:
-      progress.pause()
-      scalars, _ = evaluate(state)
-      writer.write_scalars(done, {f'eval/{k}': v for k, v in scalars.items()})
-      logging.info('eval at step %d: %s', done, ', '.join(
-          f'{k} {v:.4f}' for k, v in scalars.items()))
-      progress.resume()
-    stopping = done == stop_at_step
-    checkpointer.save(done, state,
-                      force=done == config.total_steps or stopping)
-    if stopping:
-      logging.info('Stopping after step %d as asked; rerun to resume.', done)
-      writer.close()
-      checkpointer.close()
-      return None
+  try:
+    pending_metrics = []
+    for step in range(start_step, config.total_steps):
+      state, metrics = train_step(state, next(train_batches))
+      pending_metrics.append(metrics)
+      done = step + 1
+      stopping = done == stop_at_step
+      saving = checkpointer.is_due(done) or done == config.total_steps or stopping
+      logging_now = done % config.log_every_steps == 0 or done == config.total_steps
+      if saving or logging_now:
+        # Metrics are fetched only here, so steps run ahead without host syncs;
+        # and no state is saved before its losses were seen to be finite.
+        fetched = jax.device_get(pending_metrics)
+        _check_finite(fetched, done, checkpointer)
+      if logging_now:
+        means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
+                 for k in fetched[0]}
+        pending_metrics = []
+        writer.write_scalars(done, {f'train/{k}': v for k, v in means.items()})
+        logging.info('%s', progress.line(done, means))
+      if done % config.eval_every_steps == 0 and done < config.total_steps:
+        progress.pause()
+        scalars, _ = evaluate(state)
+        writer.write_scalars(done, {f'eval/{k}': v for k, v in scalars.items()})
+        logging.info('eval at step %d: %s', done, ', '.join(
+            f'{k} {v:.4f}' for k, v in scalars.items()))
+        progress.resume()
+      if saving:
+        checkpointer.save(done, state)
+      if stopping:
+        logging.info('Stopping after step %d as asked; rerun to resume.', done)
+        return None
 
-  # -------------------------------------------------------- final report --
-  final_step = int(state.step)
-  scalars, report = evaluate(state)
-  writer.write_scalars(final_step, {f'eval/{k}': v for k, v in scalars.items()})
-  writer.close()
-  checkpointer.close()
+    # ------------------------------------------------------ final report --
+    final_step = int(state.step)
+    scalars, report = evaluate(state)
+    writer.write_scalars(final_step,
+                         {f'eval/{k}': v for k, v in scalars.items()})
+  finally:
+    # Whatever ends the run, saves already started are completed.
+    writer.close()
+    checkpointer.close()
   _write_json(os.path.join(workdir, 'eval_report.json'),
               dict(step=final_step, split=config.eval_split, **scalars,
                    report=report))
   logging.info('Final evaluation at step %d on %s (%d examples): %s\n%s',
                final_step, config.eval_split, report['num_examples'],
                ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()),
-               classification_metrics.format_report(report))
+               task.format_report(report))
   return scalars

@@ -84,3 +84,30 @@ def test_training_on_real_images_learns_and_writes_reports(cifar10_small, tmp_pa
   # Rerunning a finished run trains nothing and reports the same figures.
   again = loop.train_and_evaluate(config, workdir)
   np.testing.assert_allclose(again['accuracy'], metrics['accuracy'])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    cifar10_small, tmp_path):
+  workdir = str(tmp_path / 'nan')
+  config = small_config(cifar10_small, total_steps=12, log_every_steps=4,
+                        checkpoint_every_steps=4)
+  loop.train_and_evaluate(config, workdir, stop_at_step=4)
+  # An absurd learning rate from step 4 on overflows the weights.
+  config.optimizer.learning_rate = 1e30
+  with pytest.raises(FloatingPointError,
+                     match=r'Non-finite .* at step [5-8]\..*last good checkpoint '
+                           r'is step 4'):
+    loop.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
+  assert final_params(workdir) is not None
+
+
+def test_checkpoint_of_another_optimizer_is_a_clear_error(cifar10_small, tmp_path):
+  workdir = str(tmp_path / 'other')
+  config = small_config(cifar10_small, total_steps=8)
+  loop.train_and_evaluate(config, workdir, stop_at_step=4)
+  config.optimizer.name = 'sgd'
+  with pytest.raises(ValueError,
+                     match=r'Checkpoint 4 in .*checkpoints does not fit.*--workdir'):
+    loop.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
