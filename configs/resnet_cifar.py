@@ -24,6 +24,9 @@ def get_config(arg=None):
     raise ValueError(f'Unknown variant {variant!r} of resnet_cifar; known: {VARIANTS}.')
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Compute dtype of the model ('float32' or 'bfloat16'); parameters,
+  # norms, logits and losses stay float32.
+  config.dtype = 'float32'
 
   config.dataset = 'cifar10'  # or imagefolder:PATH
   config.data_dir = ''
@@ -61,11 +64,21 @@ def get_config(arg=None):
       momentum=0.9,
       nesterov=True,
       grad_clip_norm=0.0,
+      freeze=(),  # regexes of parameter names to keep fixed
+      layer_decay=1.0,  # < 1: layer-wise learning-rate decay (fine-tuning)
   ))
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=390,
       decay='cosine',
       end_learning_rate_factor=0.0,
+  ))
+
+  # Fine-tuning: start from an aisci workdir/checkpoint, a ViT .npz or a
+  # Hugging Face .safetensors file (see aisci/train/init_from.py).
+  config.init = ml_collections.ConfigDict(dict(
+      path='',  # '' = from scratch
+      format='auto',  # auto | aisci | vit_npz | hf_vit | hf_bert | hf_resnet
+      reinit=(),  # name prefixes initialised afresh, e.g. ('head',)
   ))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1))

@@ -26,6 +26,9 @@ def get_config(arg=None):
     raise ValueError(f'Unknown variant {variant!r} of vit_cifar; known: {VARIANTS}.')
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Compute dtype of the model ('float32' or 'bfloat16'); parameters,
+  # norms, logits and losses stay float32.
+  config.dtype = 'float32'
 
   # Data: a tfds name or imagefolder:PATH (PATH/{train,test}/<class>/*.jpg).
   config.dataset = 'cifar10'
@@ -68,11 +71,21 @@ def get_config(arg=None):
       momentum=0.9,  # sgd only
       nesterov=False,  # sgd only
       grad_clip_norm=1.0,
+      freeze=(),  # regexes of parameter names to keep fixed
+      layer_decay=1.0,  # < 1: layer-wise learning-rate decay (fine-tuning)
   ))
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=975,  # 10 epochs
       decay='cosine',
       end_learning_rate_factor=0.01,
+  ))
+
+  # Fine-tuning: start from an aisci workdir/checkpoint, a ViT .npz or a
+  # Hugging Face .safetensors file (see aisci/train/init_from.py).
+  config.init = ml_collections.ConfigDict(dict(
+      path='',  # '' = from scratch
+      format='auto',  # auto | aisci | vit_npz | hf_vit | hf_bert | hf_resnet
+      reinit=(),  # name prefixes initialised afresh, e.g. ('head',)
   ))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1))

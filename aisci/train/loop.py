@@ -22,6 +22,7 @@ from aisci import tasks
 from aisci.data import augment as augment_lib
 from aisci.data import pipeline
 from aisci.train import checkpoint as checkpoint_lib
+from aisci.train import init_from
 from aisci.train import metrics_log
 from aisci.train import optimizer as optimizer_lib
 from aisci.train import progress as progress_lib
@@ -98,7 +99,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       process_count=process_count, **normalization)
 
   # ---------------------------------------------- model, task, optimizer --
-  model = models.build_model(config.model, num_classes=len(class_names))
+  model = models.build_model(config.model, num_classes=len(class_names),
+                             dtype=jnp.dtype(config.dtype))
   task = tasks.build_task(config.task, num_classes=len(class_names))
   tx, schedule = optimizer_lib.make_optimizer(config)
   # The model is initialised on one example shaped as the data says.
@@ -125,8 +127,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  checkpointer.directory)
   else:
     state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
-    logging.info('Starting from scratch (no checkpoint in %s).',
-                 checkpointer.directory)
+    if config.init.path:
+      variables = init_from.load(
+          config.init, {'params': state.params, **state.model_state})
+      params = variables.pop('params')
+      state = state.replace(
+          params=jax.device_put(params, state_sharding.params),
+          model_state=jax.device_put(variables, state_sharding.model_state))
+    logging.info('Starting at step 0 from %s (no checkpoint in %s).',
+                 config.init.path or 'scratch', checkpointer.directory)
   start_step = int(state.step)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   # What prediction and export need to know about the data, without it.

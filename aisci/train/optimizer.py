@@ -1,7 +1,8 @@
 """optax optimizer and learning-rate schedule from `config.optimizer` and
 `config.schedule`."""
 
-from typing import Any
+import re
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -40,9 +41,69 @@ def weight_decay_mask(params: Any) -> Any:
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+# Blocks in order of depth: ViT/transformer `encoderblock_3`, ResNet
+# `stage2_block1`; `\d+` parts compare as numbers.
+_BLOCK = re.compile(r'(encoderblock_\d+|stage\d+_block\d+)')
+_INPUT_SIDE = re.compile(r'(^|/)(embedding|cls|posembed_input|stem_\w+|'
+                         r'token_embed\w*|type_embed\w*)(/|$)')
+
+
+def layer_scales(params: Any, decay: float) -> Any:
+  """Learning-rate factor per parameter for layer-wise decay.
+
+  The input side (embeddings, stem) is layer 0, block i is layer i + 1, the
+  rest (final norm, head) layer n + 1; a parameter of layer l is scaled by
+  decay ** (n + 1 - l) (BEiT, Bao et al. 2022).
+  """
+  names = [_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  blocks = sorted({m.group(1) for m in map(_BLOCK.search, names) if m},
+                  key=lambda b: [int(n) for n in re.findall(r'\d+', b)])
+  depth = {block: i + 1 for i, block in enumerate(blocks)}
+  top = len(blocks) + 1
+
+  def scale(path, _):
+    name = _path_name(path)
+    match = _BLOCK.search(name)
+    layer = (depth[match.group(1)] if match
+             else 0 if _INPUT_SIDE.search(name) else top)
+    return decay ** (top - layer)
+
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer(decay: float) -> optax.GradientTransformation:
+  """Multiplies each update by its layer's factor (see `layer_scales`)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    scales = layer_scales(updates, decay)
+    return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      update_fn)
+
+
+def frozen_labels(params: Any, patterns: Sequence[str]) -> Any:
+  """'frozen' where the '/'-joined parameter name matches a pattern."""
+  compiled = [re.compile(p) for p in patterns]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: ('frozen' if any(c.search(_path_name(path)) for c in compiled)
+                       else 'trained'), params)
+
+
 def make_optimizer(config: ml_collections.ConfigDict
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimizer chain (clip -> update) and its learning-rate schedule."""
+  """The optimizer chain (clip -> update) and its learning-rate schedule.
+
+  config.optimizer.freeze (regexes on names like 'Transformer/encoderblock_0/
+  MlpBlock_3/Dense_0/kernel') leaves the matching parameters unchanged;
+  config.optimizer.layer_decay < 1 scales learning rates down with depth
+  from the top (fine-tuning).
+  """
   opt = config.optimizer
   schedule = make_schedule(config)
   chain = []
@@ -63,4 +124,11 @@ def make_optimizer(config: ml_collections.ConfigDict
   else:
     raise ValueError(f"Unknown config.optimizer.name {opt.name!r}; known: "
                      "'adamw', 'sgd'.")
-  return optax.chain(*chain), schedule
+  if opt.layer_decay != 1.0:
+    chain.append(scale_by_layer(opt.layer_decay))
+  tx = optax.chain(*chain)
+  if opt.freeze:
+    tx = optax.multi_transform(
+        {'trained': tx, 'frozen': optax.set_to_zero()},
+        lambda params: frozen_labels(params, opt.freeze))
+  return tx, schedule
