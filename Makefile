@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# The tests also check weight import against PyTorch/transformers models.
+# The tests also check weight import against PyTorch/transformers models
+# and ONNX export with onnxruntime.
 $(VENV)/.installed-interop: $(VENV)/.installed
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,interop]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,interop,export]'
 	touch $@
 
 install: $(VENV)/.installed

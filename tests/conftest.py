@@ -56,3 +56,23 @@ def cifar10_small(cifar10_dir, tmp_path_factory) -> pathlib.Path:
       for image in sorted(class_dir.iterdir())[:count]:
         shutil.copy(image, out / image.name)
   return root
+
+
+@pytest.fixture(scope='session')
+def tiny_vit_run(cifar10_small, tmp_path_factory) -> pathlib.Path:
+  """Workdir of a tiny ViT (width 32, 1 block, patch 8) trained 40 steps on
+  `cifar10_small`: checkpoints at steps 20 and 40. For tests of what uses a
+  finished run (prediction, export); about 10 s on 2 CPU cores."""
+  from aisci.train import loop  # pylint: disable=g-import-not-at-top
+  from configs import vit_cifar  # pylint: disable=g-import-not-at-top
+  config = vit_cifar.get_config('tiny')
+  config.dataset = f'imagefolder:{cifar10_small}'
+  config.model.update(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=8)
+  config.input.update(batch_size=32, eval_batch_size=100)
+  config.optimizer.learning_rate = 2e-3
+  config.schedule.warmup_steps = 2
+  config.update(total_steps=40, log_every_steps=20, eval_every_steps=1000,
+                checkpoint_every_steps=20, keep_checkpoints=2)
+  workdir = tmp_path_factory.mktemp('tiny_vit_run')
+  loop.train_and_evaluate(config, str(workdir))
+  return workdir

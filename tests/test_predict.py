@@ -1,0 +1,84 @@
+"""The predict command on real images, run as users run it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aisci import inference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_predict(*args):
+  result = subprocess.run(
+      [sys.executable, '-m', 'aisci.predict', *args], cwd=REPO,
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def parse(stdout):
+  """{path: [(class, probability), ...]} from the printed report."""
+  report, path = {}, None
+  for line in stdout.splitlines():
+    if line.startswith('  '):
+      name, probability = line.split()
+      report[path].append((name, float(probability)))
+    else:
+      path = line
+      report[path] = []
+  return report
+
+
+def test_prints_top_k_of_files_and_folders(tiny_vit_run, cifar10_small,
+                                           tmp_path):
+  single = str(cifar10_small / 'test' / 'dog' / '0000.jpg')
+  folder = cifar10_small / 'test' / 'ship'
+  output = tmp_path / 'preds.jsonl'
+  report = parse(run_predict(f'--workdir={tiny_vit_run}', '--top_k=3',
+                             '--batch_size=16', f'--output={output}', single,
+                             str(folder)))
+  ships = sorted(str(folder / f) for f in os.listdir(folder))
+  assert list(report) == [single] + ships  # 51 files, folder sorted
+  for lines in report.values():
+    assert len(lines) == 3
+    probabilities = [p for _, p in lines]
+    assert probabilities == sorted(probabilities, reverse=True)
+  # The printed top-1 is the library's prediction for the same files.
+  trained = inference.load_trained(str(tiny_vit_run))
+  logits = inference.predict_logits(trained, trained.preprocess(list(report)))
+  assert [lines[0][0] for lines in report.values()] == [
+      trained.class_names[i] for i in logits.argmax(-1)]
+  records = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [r['path'] for r in records] == list(report)
+  np.testing.assert_allclose(records[0]['logits'], logits[0], atol=1e-5)
+  assert [e['class'] for e in records[0]['top_k']] == [
+      c for c, _ in report[single]]
+
+
+def test_probabilities_of_all_classes_sum_to_one(tiny_vit_run, cifar10_small):
+  report = parse(run_predict(f'--workdir={tiny_vit_run}', '--top_k=10',
+                             str(cifar10_small / 'test' / 'cat')))
+  assert len(report) == 50
+  for lines in report.values():
+    assert sorted(c for c, _ in lines) == sorted(os.listdir(
+        cifar10_small / 'test'))
+    assert sum(p for _, p in lines) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_expand_paths_finds_images_in_folders_recursively(tmp_path):
+  (tmp_path / 'a' / 'deep').mkdir(parents=True)
+  for name in ('a/2.png', 'a/deep/1.JPG', 'a/notes.txt', 'b.jpg'):
+    (tmp_path / name).touch()
+  assert inference.expand_paths([str(tmp_path / 'b.jpg'), str(tmp_path / 'a')]
+                              ) == [str(tmp_path / n) for n in
+                                    ('b.jpg', 'a/2.png', 'a/deep/1.JPG')]
+  with pytest.raises(FileNotFoundError, match='neither a file nor a folder'):
+    inference.expand_paths([str(tmp_path / 'missing.jpg')])
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(FileNotFoundError, match='no image files'):
+    inference.expand_paths([str(tmp_path / 'empty')])
