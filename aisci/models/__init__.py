@@ -17,6 +17,7 @@ MODELS = {
     'resnet': 'aisci.models.resnet:ResNet',
     'unet': 'aisci.models.unet:UNet',
     'transformer': 'aisci.models.transformer:TransformerEncoder',
+    'multi_head': 'aisci.models.heads:MultiHead',
 }
 
 
