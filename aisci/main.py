@@ -7,6 +7,7 @@ error that names the field and suggests the nearest valid one.
 
 import logging as logging_std
 import os
+import sys
 
 # Quiet TensorFlow's C++ start-up chatter; it only runs the input pipeline.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -17,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from aisci.train import loop
+from aisci.train import preemption
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with a variant: FILE.py:VARIANT.',
@@ -40,7 +42,11 @@ def main(argv):
   handler = logging.get_absl_handler()
   handler.setFormatter(logging_std.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
   handler.addFilter(_QuietLibraries())
-  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(preemption.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ Read top to bottom: mesh, data, model and optimizer, state (restored or
 fresh), jitted steps, the training loop, the final evaluation report.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -25,6 +26,7 @@ from aisci.train import checkpoint as checkpoint_lib
 from aisci.train import init_from
 from aisci.train import metrics_log
 from aisci.train import optimizer as optimizer_lib
+from aisci.train import preemption
 from aisci.train import progress as progress_lib
 from aisci.train import sharding as sharding_lib
 from aisci.train import steps
@@ -64,8 +66,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   stop_at_step: leave the run after this step's checkpoint, as a job that
     is cut off there would (no final evaluation; returns None). Rerunning
     with the same workdir continues it.
+  Raises preemption.Preempted after saving, on SIGTERM or SIGINT.
   """
   os.makedirs(workdir, exist_ok=True)
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:
+      stack.enter_context(preemption.workdir_lock(workdir))
+    stop_request = stack.enter_context(preemption.StopRequest())
+    return _train_and_evaluate(config, workdir, stop_at_step, stop_request)
+
+
+def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   process_index, process_count = jax.process_index(), jax.process_count()
 
   # ------------------------------------------------------------------ mesh --
@@ -187,7 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, metrics = train_step(state, next(train_batches))
       pending_metrics.append(metrics)
       done = step + 1
-      stopping = done == stop_at_step
+      preempted = stop_request.requested  # read once: signals come any time
+      stopping = done == stop_at_step or preempted
       saving = checkpointer.is_due(done) or done == config.total_steps or stopping
       logging_now = done % config.log_every_steps == 0 or done == config.total_steps
       if saving or logging_now:
@@ -210,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         progress.resume()
       if saving:
         checkpointer.save(done, state)
+      if preempted:
+        raise preemption.Preempted(done, stop_request.signal_name, workdir)
       if stopping:
         logging.info('Stopping after step %d as asked; rerun to resume.', done)
         return None
