@@ -99,11 +99,11 @@ def get_config(arg=None):
     config.model.update(width=128, depth=4, mlp_dim=256, num_heads=4,
                         patch_size=4, stochastic_depth=0.0)
     config.input.batch_size = 128
-    config.total_steps = 2500
-    config.optimizer.learning_rate = 1e-3
+    config.total_steps = 2800  # 7.2 epochs
+    config.optimizer.learning_rate = 2e-3
     config.optimizer.weight_decay = 0.05
     config.schedule.warmup_steps = 200
     config.log_every_steps = 50
-    config.eval_every_steps = 1250
-    config.checkpoint_every_steps = 250
+    config.eval_every_steps = 1400
+    config.checkpoint_every_steps = 200
   return config
