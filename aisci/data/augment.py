@@ -36,8 +36,15 @@ def normalize(image: tf.Tensor, mean: Sequence[float],
   return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
+def flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Random horizontal flip only: the lighter choice for short runs, which
+  underfit rather than overfit."""
+  return tf.image.stateless_random_flip_left_right(image, seed=seed)
+
+
 AUGMENTATIONS = {
     'none': lambda image, seed: image,
+    'flip': flip,
     'cifar': cifar_augment,
 }
 

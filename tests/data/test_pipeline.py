@@ -96,3 +96,11 @@ def test_eval_shares_of_two_processes_cover_the_split(cifar10_small):
 def test_batch_larger_than_the_split_is_a_clear_error(source):
   with pytest.raises(ValueError, match='larger than the training split'):
     pipeline.steps_per_epoch(source, 1000, 1)
+
+
+def test_flip_augmentation_only_mirrors():
+  image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+  outs = [augment.flip(image, np.array([0, k], np.int64)).numpy() for k in range(8)]
+  assert all(np.array_equal(o, image) or np.array_equal(o, image[:, ::-1])
+             for o in outs)
+  assert any(np.array_equal(o, image[:, ::-1]) for o in outs)
