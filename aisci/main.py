@@ -15,6 +15,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from aisci.train import loop
@@ -26,6 +27,13 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, logs and reports go; rerunning with '
     'the same workdir resumes.')
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 8, 'Devices the CPU is split into when JAX runs on it (the '
+    'batch is sharded over them). XLA parallelises a step better over several '
+    'CPU devices than inside one: measured on 2 cores, the ViT tiny step runs '
+    '~15%% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
+    'GPU/TPU runs; ignored if XLA_FLAGS sets '
+    '--xla_force_host_platform_device_count.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -42,6 +50,9 @@ def main(argv):
   handler = logging.get_absl_handler()
   handler.setFormatter(logging_std.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
   handler.addFilter(_QuietLibraries())
+  if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+    # Must happen before JAX first touches its backends.
+    jax.config.update('jax_num_cpu_devices', _CPU_DEVICES.value)
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except preemption.Preempted as e:

@@ -101,11 +101,11 @@ def get_config(arg=None):
     config.input.batch_size = 128
     # 7 epochs underfit (train accuracy below test): flips only, no crops.
     config.input.augment = 'flip'
-    config.total_steps = 2800  # 7.2 epochs
+    config.total_steps = 3200  # 8.2 epochs
     config.optimizer.learning_rate = 2e-3
     config.optimizer.weight_decay = 0.05
     config.schedule.warmup_steps = 200
     config.log_every_steps = 50
-    config.eval_every_steps = 1400
+    config.eval_every_steps = 1600
     config.checkpoint_every_steps = 200
   return config
