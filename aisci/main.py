@@ -31,7 +31,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 8, 'Devices the CPU is split into when JAX runs on it (the '
     'batch is sharded over them). XLA parallelises a step better over several '
     'CPU devices than inside one: measured on 2 cores, the ViT tiny step runs '
-    '~15%% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
+    '~15% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
     'GPU/TPU runs; ignored if XLA_FLAGS sets '
     '--xla_force_host_platform_device_count.')
 flags.mark_flags_as_required(['config', 'workdir'])

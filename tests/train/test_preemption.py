@@ -14,7 +14,7 @@ def command(dataset, workdir, total_steps):
           f'--config.dataset=imagefolder:{dataset}', f'--workdir={workdir}',
           f'--config.total_steps={total_steps}', '--config.log_every_steps=2',
           '--config.checkpoint_every_steps=1000000', '--config.eval_every_steps=1000000',
-          '--config.input.batch_size=16', '--config.input.eval_batch_size=250',
+          '--config.input.batch_size=16', '--config.input.eval_batch_size=200',
           '--config.model.width=32', '--config.model.depth=1',
           '--config.model.mlp_dim=64', '--config.model.num_heads=2',
           '--config.model.patch_size=8']
@@ -54,4 +54,6 @@ def test_sigterm_saves_and_exits_for_requeue_then_resumes(cifar10_small, tmp_pat
                            env=env, capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming from step {saved}' in resumed.stderr
+  # aisci.main splits the CPU into 8 devices by default (--cpu_devices).
+  assert "Mesh {'data': 8} over 8 devices" in resumed.stderr
   assert 'Final evaluation at step' in resumed.stderr
