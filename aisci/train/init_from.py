@@ -44,6 +44,7 @@ def detect_format(path: str) -> str:
 
 def read_aisci_checkpoint(path: str) -> dict[str, np.ndarray]:
   """Flat {'params/...': array, '<collection>/...': array} of a checkpoint."""
+  path = os.path.abspath(path)  # orbax takes absolute paths only
   checkpoints = os.path.join(path, 'checkpoints')
   if os.path.isdir(checkpoints):  # A workdir: take its newest checkpoint.
     manager = ocp.CheckpointManager(checkpoints)
@@ -53,7 +54,7 @@ def read_aisci_checkpoint(path: str) -> dict[str, np.ndarray]:
     state = manager.restore(step)
     manager.close()
   else:
-    state = ocp.StandardCheckpointer().restore(os.path.abspath(path))
+    state = ocp.StandardCheckpointer().restore(path)
   flat = {f'params/{k}': v for k, v in pretrained.flatten(state['params']).items()}
   flat.update(pretrained.flatten(state.get('model_state') or {}))
   return flat

@@ -58,7 +58,7 @@ def test_reinit_prefix_and_mismatch_errors():
     init_from.merge(source, template, reinit=(), what='test')
 
 
-def test_fine_tuning_from_a_trained_workdir(cifar10_small, tmp_path):
+def test_fine_tuning_from_a_trained_workdir(cifar10_small, tmp_path, monkeypatch):
   config = vit_cifar.get_config('tiny')
   config.dataset = f'imagefolder:{cifar10_small}'
   config.model.update(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=8)
@@ -69,7 +69,8 @@ def test_fine_tuning_from_a_trained_workdir(cifar10_small, tmp_path):
   loop.train_and_evaluate(config, source_dir)
   source = init_from.read_aisci_checkpoint(source_dir)
   # Frozen encoder: after fine-tuning it still holds the source's weights.
-  config.init.path = source_dir
+  monkeypatch.chdir(tmp_path)
+  config.init.path = 'source'  # relative, as typed on a command line
   config.optimizer.freeze = ('^Transformer/',)
   tuned_dir = str(tmp_path / 'tuned')
   loop.train_and_evaluate(config, tuned_dir)
