@@ -1,9 +1,7 @@
 """Fine-tuning: weights from a trained run into a new model, frozen
 parameters, layer-wise learning-rate decay."""
 
-import os
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np

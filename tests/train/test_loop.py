@@ -5,7 +5,6 @@ import json
 import os
 
 import chex
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest

@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_mesh_sizes_from_config():
-  devices = jax.devices() * 1
+  devices = jax.devices()
   mesh = sharding.make_mesh({'data': -1}, devices)
   assert dict(mesh.shape) == {'data': len(devices)}
   with pytest.raises(ValueError, match="'data' axis"):
