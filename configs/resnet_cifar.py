@@ -39,6 +39,9 @@ def get_config(arg=None):
       eval_batch_size=1000,
       augment='cifar',
       cache=True,
+      # Unreadable or non-image files: False stops with an error naming the
+      # file; True leaves them out and counts them in the log.
+      skip_corrupt=False,
       mean=(0.4914, 0.4822, 0.4465),
       std=(0.2470, 0.2435, 0.2616),
   ))
@@ -67,6 +70,9 @@ def get_config(arg=None):
       grad_clip_norm=0.0,
       freeze=(),  # regexes of parameter names to keep fixed
       layer_decay=1.0,  # < 1: layer-wise learning-rate decay (fine-tuning)
+      # A NaN/Inf loss or gradient norm: False stops the run (the last good
+      # checkpoint is kept); True skips that update and counts it in the log.
+      skip_nonfinite_updates=False,
   ))
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=390,

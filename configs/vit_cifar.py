@@ -41,6 +41,9 @@ def get_config(arg=None):
       eval_batch_size=1000,
       augment='cifar',  # pad 4 + random 32x32 crop + horizontal flip
       cache=True,  # decode images once into memory
+      # Unreadable or non-image files: False stops with an error naming the
+      # file; True leaves them out and counts them in the log.
+      skip_corrupt=False,
       mean=(0.4914, 0.4822, 0.4465),
       std=(0.2470, 0.2435, 0.2616),
   ))
@@ -73,6 +76,9 @@ def get_config(arg=None):
       grad_clip_norm=1.0,
       freeze=(),  # regexes of parameter names to keep fixed
       layer_decay=1.0,  # < 1: layer-wise learning-rate decay (fine-tuning)
+      # A NaN/Inf loss or gradient norm: False stops the run (the last good
+      # checkpoint is kept); True skips that update and counts it in the log.
+      skip_nonfinite_updates=False,
   ))
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=975,  # 10 epochs
