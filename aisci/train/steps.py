@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from aisci.train import grad_accum
 from aisci.train.state import TrainState
 
 
@@ -25,23 +26,32 @@ def _apply(model: nn.Module, params: Any, model_state: Any, inputs: jax.Array,
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                model: nn.Module, task: Any, tx: optax.GradientTransformation,
-               schedule: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+               schedule: optax.Schedule, grad_accum_steps: int = 1
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on one global batch.
 
+  grad_accum_steps: k > 1 computes the gradient over k micro-batches of
+    B/k examples one after another (grad_accum.py): the update of the whole
+    batch with the activation memory of a k-times smaller one.
   Returns the new state and scalar metrics (loss, task metrics, learning
   rate, gradient norm), left on device: the loop fetches them only when it
   logs, so steps are dispatched without waiting for each other.
   """
   rng = jax.random.fold_in(state.rng, state.step)
 
-  def loss_fn(params):
-    outputs, model_state = _apply(model, params, state.model_state,
+  def loss_fn(params, batch, model_state, rng):
+    outputs, model_state = _apply(model, params, model_state,
                                   batch[task.input_key], train=True, rng=rng)
     loss, metrics = task.loss(outputs, batch)
     return loss, (metrics, model_state)
 
-  (loss, (metrics, model_state)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if grad_accum_steps > 1:
+    (loss, (metrics, model_state)), grads = grad_accum.accumulate(
+        grad_fn, state.params, batch, state.model_state, rng, grad_accum_steps)
+  else:
+    (loss, (metrics, model_state)), grads = grad_fn(
+        state.params, batch, state.model_state, rng)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, loss=loss, learning_rate=schedule(state.step),
