@@ -42,10 +42,29 @@ def flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
+def dihedral(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """One of the 8 flips and 90-degree rotations, uniformly: the symmetries of
+  microscopy and satellite images, which have no "up". Square images only."""
+  rotate_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=2))
+  k = tf.random.stateless_uniform((), rotate_seed, 0, 4, tf.int32)
+  image = tf.image.rot90(image, k)
+  return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+def random_crop(image: tf.Tensor, seed: tf.Tensor, size: int) -> tf.Tensor:
+  """A random size x size window of [height, width, channels]."""
+  return tf.image.stateless_random_crop(
+      image, (size, size, image.shape[-1]), seed=seed)
+
+
+# name -> fn(image [h, w, c], seed [2]) -> image; geometric ones also serve
+# segmentation, applied to the image and its mask stacked as channels.
 AUGMENTATIONS = {
     'none': lambda image, seed: image,
     'flip': flip,
     'cifar': cifar_augment,
+    'dihedral': dihedral,
 }
 
 

@@ -2,55 +2,65 @@
 padded, masked evaluation batches. Each process builds its own, holding
 `global_batch_size / process_count` examples per batch.
 
-Training example number k of this process (k = step * local_batch_size + i)
-is the example at position k % used of epoch k // used, where `used` is the
-number of examples per epoch, and its permutation and augmentation are
-stateless functions of (seed, k): starting the pipeline at any step
-reproduces exactly the batches an uninterrupted run sees from that step on.
+Training example k (k = step * global_batch_size + row) is the example at
+position k % used of epoch k // used, where `used` is the number of examples
+per epoch; its permutation and augmentation are stateless functions of
+(seed, k), and process p reads rows [p * local, (p + 1) * local) of each
+global batch. So the training data are the same whatever the number of
+processes, and starting the pipeline at any step reproduces exactly the
+batches an uninterrupted run sees from that step on.
 """
 
 import math
-from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from aisci.data import augment as augment_lib
+from aisci.data import preprocess as preprocess_lib
 from aisci.data import source as source_lib
 
 _MAX_INT64 = 2**62
+# Keeps augmentation seeds of existing runs unchanged (it once depended on
+# the process index, with one process: seed + _AUGMENT_SEED_OFFSET).
+_AUGMENT_SEED_OFFSET = 1_000_003
 
 
-def steps_per_epoch(source: source_lib.Source, local_batch_size: int,
-                    process_count: int) -> int:
-  """Full training batches per epoch; every process takes the same number."""
-  steps = (source.total_examples // process_count) // local_batch_size
+def steps_per_epoch(source: source_lib.Source, global_batch_size: int) -> int:
+  """Full training batches per epoch of the (whole) training split."""
+  steps = source.total_examples // global_batch_size
   if steps == 0:
     raise ValueError(
-        f'The batch of {local_batch_size * process_count} examples is larger '
-        f'than the training split ({source.total_examples} examples, '
+        f'The batch of {global_batch_size} examples is larger than the '
+        f'training split ({source.total_examples} examples, '
         f'{source.description}): lower config.input.batch_size.')
   return steps
 
 
 def train_dataset(source: source_lib.Source, *, local_batch_size: int,
                   process_index: int, process_count: int, seed: int,
-                  start_step: int, augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
-                  mean: Sequence[float], std: Sequence[float]) -> tf.data.Dataset:
-  """Endless batches {image: [b, h, w, c] float32, label: [b] int32}, b local."""
-  used = steps_per_epoch(source, local_batch_size, process_count) * local_batch_size
-  max_index = source.num_examples - 1
-  augment_seed = seed + 1_000_003 * (process_index + 1)
+                  start_step: int, preprocess: preprocess_lib.TrainFn
+                  ) -> tf.data.Dataset:
+  """Endless batches of preprocessed features, [local_batch_size, ...] each.
 
-  def example(k):
+  source: the whole training split (every process can read any example).
+  """
+  if source.num_examples != source.total_examples:
+    raise ValueError('train_dataset needs the whole training split (build '
+                     'the source with process_count=1).')
+  global_batch_size = local_batch_size * process_count
+  used = steps_per_epoch(source, global_batch_size) * global_batch_size
+  max_index = source.num_examples - 1
+  augment_seed = seed + _AUGMENT_SEED_OFFSET
+
+  def example(j):
+    # j counts this process's examples; k is the example's global number.
+    k = ((j // local_batch_size) * global_batch_size
+         + process_index * local_batch_size + j % local_batch_size)
     epoch, position = k // used, k % used
     index = tf.random.experimental.index_shuffle(
         position, seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
         max_index=tf.constant(max_index, tf.int64))
-    ex = source.get(index)
-    image = augment(ex['image'],
-                    tf.stack([tf.constant(augment_seed, tf.int64), k]))
-    return {'image': augment_lib.normalize(image, mean, std),
-            'label': ex['label']}
+    return preprocess(source.get(index),
+                      tf.stack([tf.constant(augment_seed, tf.int64), k]))
 
   ds = tf.data.Dataset.range(start_step * local_batch_size, _MAX_INT64)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
@@ -66,21 +76,19 @@ def eval_steps(source: source_lib.Source, local_batch_size: int,
 
 
 def eval_dataset(source: source_lib.Source, *, local_batch_size: int,
-                 process_count: int, mean: Sequence[float],
-                 std: Sequence[float]) -> tf.data.Dataset:
-  """Every example of the share once, in order, padded to whole batches.
-
-  Yields {image: [b, h, w, c] float32, label: [b] int32, mask: [b] bool};
-  padding rows repeat an example and carry mask False, so metrics that
-  weight by the mask count each real example exactly once.
+                 process_count: int, preprocess: preprocess_lib.EvalFn
+                 ) -> tf.data.Dataset:
+  """Every example of this process's share once, in order, padded to whole
+  batches; adds `mask` [b] bool: padding rows repeat an example and carry
+  mask False, so metrics that weight by the mask count each real example
+  exactly once.
   """
   padded = eval_steps(source, local_batch_size, process_count) * local_batch_size
   n = source.num_examples
 
   def example(i):
-    ex = source.get(tf.minimum(i, n - 1))
-    return {'image': augment_lib.normalize(ex['image'], mean, std),
-            'label': ex['label'], 'mask': i < n}
+    features = preprocess(source.get(tf.minimum(i, n - 1)))
+    return dict(features, mask=i < n)
 
   ds = tf.data.Dataset.range(padded)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)

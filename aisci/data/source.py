@@ -6,10 +6,17 @@ resumable: the example at any position of any epoch is a pure function of
 """
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+# What the examples of a source hold (the pipeline picks preprocessing by it):
+#   image         image uint8 [h, w, c], label int32 []
+#   segmentation  image uint8 [h, w, c], label int32 [h, w] (class per pixel)
+#   text          tokens int32 [length] (padded with model_kwargs['pad_id']), label int32 []
+#   sequence      x float32 [length, features], label int32 [] or float32 [targets]
+KINDS = ('image', 'segmentation', 'text', 'sequence')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,31 +24,55 @@ class Source:
   """One split of a dataset, this process's share of it.
 
   Attributes:
-    get: tf function, int64 index in [0, num_examples) -> dict(image=uint8
-      [height, width, channels], label=int32 []); usable inside tf.data.
+    get: tf function, int64 index in [0, num_examples) -> dict of features
+      (see KINDS); usable inside tf.data.
     num_examples: examples in this process's share.
     total_examples: examples in the split, over all processes.
-    class_names: label i is class_names[i].
+    class_names: label i is class_names[i] (empty for regression targets).
     description: where the data comes from, for logs.
+    kind: one of KINDS.
+    input_key: the feature the model takes.
+    model_kwargs: model fields the data decides (e.g. vocab_size, pad_id).
+    info: what prediction needs to know about the data, without it
+      (written to WORKDIR/dataset_info.json).
   """
   get: Callable[[tf.Tensor], dict[str, tf.Tensor]]
   num_examples: int
   total_examples: int
   class_names: Sequence[str]
   description: str
+  kind: str = 'image'
+  input_key: str = 'image'
+  model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def in_memory_source(images: np.ndarray, labels: np.ndarray,
                      total_examples: int, class_names: Sequence[str],
                      description: str) -> Source:
   """Source over decoded arrays. images: [n, height, width, channels] uint8."""
-  images_t = tf.constant(images)
-  labels_t = tf.constant(labels.astype(np.int32))
+  return array_source({'image': images, 'label': labels.astype(np.int32)},
+                      total_examples=total_examples, class_names=class_names,
+                      description=description)
+
+
+def array_source(features: Mapping[str, np.ndarray], *, total_examples: int,
+                 class_names: Sequence[str], description: str,
+                 kind: str = 'image', input_key: Optional[str] = None,
+                 model_kwargs: Optional[Mapping[str, Any]] = None,
+                 info: Optional[Mapping[str, Any]] = None) -> Source:
+  """Source over in-memory arrays with equal first dimensions [n, ...]."""
+  lengths = {k: len(v) for k, v in features.items()}
+  if len(set(lengths.values())) != 1:
+    raise ValueError(f'Features of different lengths: {lengths}.')
+  tensors = {k: tf.constant(v) for k, v in features.items()}
 
   def get(index):
-    return {'image': tf.gather(images_t, index),
-            'label': tf.gather(labels_t, index)}
+    return {k: tf.gather(t, index) for k, t in tensors.items()}
 
-  return Source(get=get, num_examples=len(images),
+  return Source(get=get, num_examples=next(iter(lengths.values())),
                 total_examples=total_examples, class_names=list(class_names),
-                description=description)
+                description=description, kind=kind,
+                input_key=input_key or ('x' if kind == 'sequence' else
+                                        'tokens' if kind == 'text' else 'image'),
+                model_kwargs=dict(model_kwargs or {}), info=dict(info or {}))

@@ -40,6 +40,12 @@ def build_model(model_config: Mapping[str, Any], **extra: Any) -> nn.Module:
   kwargs = dict(model_config)
   name = kwargs.pop('name')
   cls = get_model_class(name)
+  if 'backbone' in cls.__dataclass_fields__:
+    # Data-decided fields the wrapper lacks (vocab_size, max_len, ...) are
+    # the backbone's.
+    routed = {k: extra.pop(k) for k in list(extra)
+              if k not in cls.__dataclass_fields__}
+    kwargs['backbone'] = dict(kwargs['backbone'], **routed)
   kwargs.update(extra)
   try:
     return cls(**kwargs)

@@ -65,7 +65,7 @@ class EncoderBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask, *, train: bool):
+  def __call__(self, x, mask, train: bool):  # train positional: for nn.remat
     """x: [batch, length, width]; mask: [batch, 1, 1, length] bool or None."""
     # Norms run in float32 whatever the compute dtype: bf16 variance is lossy.
     ln = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps,
@@ -98,6 +98,8 @@ class TransformerEncoder(nn.Module):
       representation (pooled `[batch, width]`, or `[batch, length, width]`
       with `pool='none'`).
     vocab_size: size of the token table; unused (no table) for float inputs.
+    pad_id: token id of padding; when set (and no mask is given) positions
+      holding it are masked out. The text sources set it.
     max_len: longest sequence; size of the learned position table.
     width, depth, num_heads, mlp_dim: transformer sizes.
     type_vocab_size: size of BERT's segment (token type) table; 0 for none.
@@ -110,10 +112,13 @@ class TransformerEncoder(nn.Module):
     attention_dropout: on attention probabilities (BERT: 0.1).
     gelu_approximate: tanh GELU; BERT and PyTorch use the exact erf form.
     layer_norm_eps: LayerNorm epsilon (BERT: 1e-12).
+    remat: recompute each block's activations in the backward pass instead
+      of storing them (less memory, about one more forward pass of compute).
     dtype: compute dtype; parameters, norms and logits stay float32.
   """
   num_classes: int
   vocab_size: int = 30_522
+  pad_id: Optional[int] = None
   max_len: int = 512
   width: int = 768
   depth: int = 12
@@ -128,6 +133,7 @@ class TransformerEncoder(nn.Module):
   attention_dropout: float = 0.0
   gelu_approximate: bool = False
   layer_norm_eps: float = 1e-6
+  remat: bool = False
   dtype: Any = jnp.float32
 
   def _check_fields(self):
@@ -177,6 +183,8 @@ class TransformerEncoder(nn.Module):
       x = nn.Embed(self.vocab_size, self.width, embedding_init=_INIT,
                    name='token_embed')(inputs)
     x = x.astype(jnp.float32)
+    if mask is None and self.pad_id is not None and not is_float:
+      mask = inputs != self.pad_id
     if mask is not None:
       mask = jnp.asarray(mask, bool)
     if self.pool == 'cls' and is_float:
@@ -214,13 +222,15 @@ class TransformerEncoder(nn.Module):
       attention_mask = mask[:, None, None, :]
     else:
       attention_mask = None
+    block_cls = (nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat
+                 else EncoderBlock)
     for i in range(self.depth):
-      x = EncoderBlock(
+      x = block_cls(
           num_heads=self.num_heads, mlp_dim=self.mlp_dim, norm=self.norm,
           dropout=self.dropout, attention_dropout=self.attention_dropout,
           gelu_approximate=self.gelu_approximate,
           layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
-          name=f'encoderblock_{i}')(x, attention_mask, train=train)
+          name=f'encoderblock_{i}')(x, attention_mask, train)
     if self.norm == 'pre':
       x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=jnp.float32,
                        name='encoder_norm')(x)

@@ -3,22 +3,56 @@ and judged against (loss, evaluation sums, final report).
 
 A task ties nothing but arrays: it never sees the model or the data pipeline,
 so one trainer serves every task. A new task is one file plus one line.
+
+Every task has `loss(outputs, batch) -> (loss, metrics)`,
+`eval_sums(outputs, batch) -> sums` (summed over real examples, so they add
+up over batches and devices), `summarize(sums, class_names) -> (scalars,
+report)` and `format_report(report) -> str`.
 """
 
+import dataclasses
 from typing import Any, Mapping
 
 from aisci.tasks.classification import ClassificationTask
+from aisci.tasks.multi import MultiTask
+from aisci.tasks.regression import RegressionTask
+from aisci.tasks.segmentation import SegmentationTask
 
 TASKS = {
     'classification': ClassificationTask,
+    'segmentation': SegmentationTask,
+    'regression': RegressionTask,
 }
+
+
+def _build_one(task_config: Mapping[str, Any], extra: Mapping[str, Any],
+               where: str):
+  kwargs = dict(task_config)
+  name = kwargs.pop('name', None)
+  if name not in TASKS:
+    raise ValueError(f'Unknown task {name!r} in {where}.name; known: '
+                     f'{sorted(TASKS) + ["multi"]}.')
+  cls = TASKS[name]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ValueError(f'{where} has fields {unknown} that task {name!r} does '
+                     f'not take; its fields: {sorted(fields)}.')
+  # What the data decide (num_classes), for the tasks that take it.
+  kwargs.update({k: v for k, v in extra.items() if k in fields})
+  return cls(**kwargs)
 
 
 def build_task(task_config: Mapping[str, Any], **extra: Any):
   """`config.task` -> task object; `extra` adds what the data decides."""
-  kwargs = dict(task_config)
-  name = kwargs.pop('name')
-  if name not in TASKS:
-    raise ValueError(f'Unknown task {name!r} in config.task.name; known: '
-                     f'{sorted(TASKS)}.')
-  return TASKS[name](**kwargs, **extra)
+  task_config = dict(task_config)
+  if task_config.get('name') != 'multi':
+    return _build_one(task_config, extra, 'config.task')
+  tasks, weights = {}, {}
+  for name, sub in dict(task_config['tasks']).items():
+    sub = dict(sub)
+    weights[name] = float(sub.pop('weight', 1.0))
+    tasks[name] = _build_one(sub, extra, f'config.task.tasks.{name}')
+  if not tasks:
+    raise ValueError('config.task.tasks is empty: name at least one task.')
+  return MultiTask(tasks=tasks, weights=weights)

@@ -16,12 +16,13 @@ class ClassificationTask:
   """Labels `batch['label']` ([batch] int32) against logits [batch, classes]."""
   num_classes: int
   label_smoothing: float = 0.0
-  input_key: str = 'image'
+  input_key: str = 'image'  # unused: the data source names the model's input
+  target: str = 'label'
 
   def loss(self, logits: jax.Array, batch: dict[str, jax.Array]
            ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean smoothed cross-entropy over the batch, and training metrics."""
-    labels = batch['label']
+    labels = batch[self.target]
     targets = optax.smooth_labels(
         jax.nn.one_hot(labels, self.num_classes), self.label_smoothing)
     loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
@@ -35,7 +36,7 @@ class ClassificationTask:
     The loss here is the plain cross-entropy (no label smoothing), so that
     evaluation loss compares across label-smoothing settings.
     """
-    labels, mask = batch['label'], batch['mask']
+    labels, mask = batch[self.target], batch['mask']
     weights = mask.astype(jnp.float32)
     predictions = jnp.argmax(logits, axis=-1)
     loss = optax.softmax_cross_entropy_with_integer_labels(

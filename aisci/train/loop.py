@@ -20,16 +20,18 @@ import ml_collections
 from aisci import data
 from aisci import models
 from aisci import tasks
-from aisci.data import augment as augment_lib
 from aisci.data import pipeline
+from aisci.data import preprocess as preprocess_lib
 from aisci.train import checkpoint as checkpoint_lib
 from aisci.train import init_from
 from aisci.train import metrics_log
+from aisci.train import nonfinite
 from aisci.train import optimizer as optimizer_lib
 from aisci.train import preemption
 from aisci.train import progress as progress_lib
 from aisci.train import sharding as sharding_lib
 from aisci.train import steps
+from aisci.train import workdir_config
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -54,24 +56,33 @@ def _check_finite(fetched_metrics: list[dict[str, Any]], done: int,
            f'{checkpointer.directory}, and rerunning resumes from it. '
            if last is not None else 'no checkpoint was written yet. ')
         + 'Usual fixes: lower config.optimizer.learning_rate, lengthen '
-        'config.schedule.warmup_steps, set config.optimizer.grad_clip_norm, '
-        'or check the input data for NaN/Inf values.')
+        'config.schedule.warmup_steps, set config.optimizer.grad_clip_norm '
+        '(resuming with a changed config needs --allow_config_change), '
+        'check the input data for NaN/Inf values, or set '
+        'config.optimizer.skip_nonfinite_updates=True to skip such steps.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_at_step: Optional[int] = None
+                       stop_at_step: Optional[int] = None,
+                       allow_config_change: bool = False
                        ) -> Optional[dict[str, float]]:
   """Trains (or resumes) to config.total_steps; returns final eval metrics.
 
   stop_at_step: leave the run after this step's checkpoint, as a job that
     is cut off there would (no final evaluation; returns None). Rerunning
     with the same workdir continues it.
+  allow_config_change: resume even if the config differs from the one the
+    workdir was started with in fields that change what is trained
+    (workdir_config.py); otherwise that raises ConfigChangedError.
   Raises preemption.Preempted after saving, on SIGTERM or SIGINT.
   """
   os.makedirs(workdir, exist_ok=True)
   with contextlib.ExitStack() as stack:
     if jax.process_index() == 0:
       stack.enter_context(preemption.workdir_lock(workdir))
+    workdir_config.check(config.to_dict(), workdir,
+                         allow_change=allow_config_change,
+                         write_record=jax.process_index() == 0)
     stop_request = stack.enter_context(preemption.StopRequest())
     return _train_and_evaluate(config, workdir, stop_at_step, stop_request)
 
@@ -93,29 +104,35 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                mesh.size, process_count)
 
   # ------------------------------------------------------------------ data --
-  source_kwargs = dict(image_size=config.input.image_size,
-                       data_dir=config.data_dir or None,
-                       process_index=process_index,
-                       process_count=process_count, cache=config.input.cache)
+  source_kwargs = dict(options=config.input, workdir=workdir,
+                       data_dir=config.data_dir or None)
+  # Every process can read the whole training split and takes its rows of
+  # each global batch (pipeline.py): the data order is the same whatever the
+  # number of processes. Evaluation reads a share per process.
   train_source = data.make_source(config.dataset, config.train_split,
                                   **source_kwargs)
   class_names = list(train_source.class_names)
   eval_source = data.make_source(config.dataset, config.eval_split,
-                                 class_names=class_names, **source_kwargs)
+                                 class_names=class_names,
+                                 process_index=process_index,
+                                 process_count=process_count, **source_kwargs)
   logging.info('Train: %s. Eval: %s. %d classes.', train_source.description,
                eval_source.description, len(class_names))
-  normalization = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
+  train_preprocess, eval_preprocess = preprocess_lib.make_preprocess(
+      config.input, train_source)
   eval_dataset = pipeline.eval_dataset(
       eval_source, local_batch_size=local_eval_batch_size,
-      process_count=process_count, **normalization)
+      process_count=process_count, preprocess=eval_preprocess)
+  input_key = train_source.input_key
 
   # ---------------------------------------------- model, task, optimizer --
   model = models.build_model(config.model, num_classes=len(class_names),
-                             dtype=jnp.dtype(config.dtype))
+                             dtype=jnp.dtype(config.dtype),
+                             **train_source.model_kwargs)
   task = tasks.build_task(config.task, num_classes=len(class_names))
   tx, schedule = optimizer_lib.make_optimizer(config)
   # The model is initialised on one example shaped as the data says.
-  input_spec = eval_dataset.element_spec[task.input_key]
+  input_spec = eval_dataset.element_spec[input_key]
   init_fn = functools.partial(
       steps.init_state, model=model, tx=tx,
       example_input=jnp.zeros((1,) + tuple(input_spec.shape[1:]),
@@ -150,20 +167,26 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   start_step = int(state.step)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   # What prediction and export need to know about the data, without it.
-  _write_json(os.path.join(workdir, 'dataset_info.json'), dict(
-      dataset=config.dataset, class_names=class_names,
-      image_size=config.input.image_size, mean=list(config.input.mean),
-      std=list(config.input.std), train_examples=train_source.total_examples,
-      eval_examples=eval_source.total_examples))
+  dataset_info = dict(
+      dataset=config.dataset, kind=train_source.kind, input_key=input_key,
+      class_names=class_names, train_examples=train_source.total_examples,
+      eval_examples=eval_source.total_examples, **train_source.info)
+  if 'mean' in config.input:
+    dataset_info.update(mean=list(config.input.mean), std=list(config.input.std))
+    dataset_info.setdefault('image_size', config.input.image_size)
+  _write_json(os.path.join(workdir, 'dataset_info.json'), dataset_info)
 
   # ----------------------------------------------------------------- steps --
+  train_fn = functools.partial(steps.train_step, model=model, task=task,
+                               tx=tx, schedule=schedule, input_key=input_key)
+  if config.optimizer.get('skip_nonfinite_updates', False):
+    train_fn = nonfinite.guard(train_fn)
   train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, task=task, tx=tx,
-                        schedule=schedule),
-      in_shardings=(state_sharding, batch_sharding),
+      train_fn, in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   eval_step = jax.jit(
-      functools.partial(steps.eval_step, model=model, task=task),
+      functools.partial(steps.eval_step, model=model, task=task,
+                        input_key=input_key),
       in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
 
   def evaluate(state):
@@ -184,14 +207,13 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
           train_source, local_batch_size=local_batch_size,
           process_index=process_index, process_count=process_count,
           seed=config.seed, start_step=start_step,
-          augment=augment_lib.get_augmentation(config.input.augment),
-          **normalization).as_numpy_iterator(),
+          preprocess=train_preprocess).as_numpy_iterator(),
       batch_sharding)
   if start_step < config.total_steps:
     logging.info('Training steps %d..%d, global batch %d (%.1f epochs).',
                  start_step, config.total_steps, config.input.batch_size,
                  config.total_steps / pipeline.steps_per_epoch(
-                     train_source, local_batch_size, process_count))
+                     train_source, config.input.batch_size))
   try:
     pending_metrics = []
     for step in range(start_step, config.total_steps):
@@ -206,10 +228,15 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
         # Metrics are fetched only here, so steps run ahead without host syncs;
         # and no state is saved before its losses were seen to be finite.
         fetched = jax.device_get(pending_metrics)
-        _check_finite(fetched, done, checkpointer)
+        if not config.optimizer.get('skip_nonfinite_updates', False):
+          _check_finite(fetched, done, checkpointer)
       if logging_now:
-        means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
-                 for k in fetched[0]}
+        means = nonfinite.interval_means(fetched)
+        if means.get(nonfinite.SKIPPED):
+          logging.warning('Skipped %d non-finite update(s) in steps %d..%d '
+                          '(config.optimizer.skip_nonfinite_updates).',
+                          means[nonfinite.SKIPPED], done - len(fetched) + 1,
+                          done)
         pending_metrics = []
         writer.write_scalars(done, {f'train/{k}': v for k, v in means.items()})
         logging.info('%s', progress.line(done, means))

@@ -26,10 +26,12 @@ def _apply(model: nn.Module, params: Any, model_state: Any, inputs: jax.Array,
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                model: nn.Module, task: Any, tx: optax.GradientTransformation,
-               schedule: optax.Schedule, grad_accum_steps: int = 1
+               schedule: optax.Schedule, grad_accum_steps: int = 1,
+               input_key: str = 'image'
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on one global batch.
 
+  input_key: the batch's feature the model takes (the data source says).
   grad_accum_steps: k > 1 computes the gradient over k micro-batches of
     B/k examples one after another (grad_accum.py): the update of the whole
     batch with the activation memory of a k-times smaller one.
@@ -41,7 +43,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
   def loss_fn(params, batch, model_state, rng):
     outputs, model_state = _apply(model, params, model_state,
-                                  batch[task.input_key], train=True, rng=rng)
+                                  batch[input_key], train=True, rng=rng)
     loss, metrics = task.loss(outputs, batch)
     return loss, (metrics, model_state)
 
@@ -62,10 +64,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
-              model: nn.Module, task: Any) -> dict[str, jax.Array]:
+              model: nn.Module, task: Any, input_key: str = 'image'
+              ) -> dict[str, jax.Array]:
   """The task's sums over the real examples of one padded batch."""
   outputs, _ = _apply(model, state.params, state.model_state,
-                      batch[task.input_key], train=False)
+                      batch[input_key], train=False)
   return task.eval_sums(outputs, batch)
 
 

@@ -6,8 +6,13 @@ import pytest
 from aisci import data
 from aisci.data import augment
 from aisci.data import pipeline
+from aisci.data import preprocess
 
 NORM = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def preprocessing(source, augment_name='cifar'):
+  return preprocess.make_preprocess(dict(NORM, augment=augment_name), source)
 
 
 @pytest.fixture(scope='module')
@@ -20,10 +25,12 @@ def take(ds, n):
   return [next(it) for _ in range(n)]
 
 
-def train_ds(source, start_step, seed=0, batch=64):
+def train_ds(source, start_step, seed=0, batch=64, process_index=0,
+             process_count=1, augment_name='cifar'):
   return pipeline.train_dataset(
-      source, local_batch_size=batch, process_index=0, process_count=1,
-      seed=seed, start_step=start_step, augment=augment.cifar_augment, **NORM)
+      source, local_batch_size=batch // process_count,
+      process_index=process_index, process_count=process_count, seed=seed,
+      start_step=start_step, preprocess=preprocessing(source, augment_name)[0])
 
 
 def test_training_batches_resume_exactly_mid_epoch_and_across_epochs(source):
@@ -53,11 +60,22 @@ def test_training_images_are_augmented_and_normalized(source):
   assert batch['image'].dtype == np.float32
   # Normalized with mean 0.5, std 0.25: values within [-2, 2].
   assert batch['image'].min() >= -2.0 and batch['image'].max() <= 2.0
-  plain = pipeline.train_dataset(
-      source, local_batch_size=64, process_index=0, process_count=1, seed=0,
-      start_step=0, augment=augment.get_augmentation('none'), **NORM)
+  plain = train_ds(source, 0, augment_name='none')
   assert not np.array_equal(take(plain, 1)[0]['image'], batch['image'])
   np.testing.assert_array_equal(take(plain, 1)[0]['label'], batch['label'])
+
+
+def test_training_batches_do_not_depend_on_the_process_count(source):
+  # Two processes each read half of every global batch: put side by side,
+  # their batches are the one-process batches, augmentation included.
+  single = take(train_ds(source, 0, batch=64), 9)
+  halves = [take(train_ds(source, 0, batch=64, process_index=p,
+                          process_count=2), 9) for p in range(2)]
+  for step, batch in enumerate(single):
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(
+          batch[key], np.concatenate([halves[0][step][key],
+                                      halves[1][step][key]]))
 
 
 def test_cifar_augment_is_a_crop_of_the_padded_image():
@@ -71,8 +89,9 @@ def test_cifar_augment_is_a_crop_of_the_padded_image():
 
 def test_eval_sees_every_example_exactly_once(source):
   # 500 examples in batches of 64: 8 batches, the last with 52 padding rows.
-  batches = list(pipeline.eval_dataset(source, local_batch_size=64,
-                                       process_count=1, **NORM).as_numpy_iterator())
+  batches = list(pipeline.eval_dataset(
+      source, local_batch_size=64, process_count=1,
+      preprocess=preprocessing(source)[1]).as_numpy_iterator())
   assert len(batches) == pipeline.eval_steps(source, 64, 1) == 8
   assert all(b['image'].shape[0] == 64 for b in batches)
   mask = np.concatenate([b['mask'] for b in batches])
@@ -86,8 +105,9 @@ def test_eval_shares_of_two_processes_cover_the_split(cifar10_small):
   for index in range(2):
     share = data.make_source(f'imagefolder:{cifar10_small}', 'test',
                              image_size=32, process_index=index, process_count=2)
-    batches = list(pipeline.eval_dataset(share, local_batch_size=32,
-                                         process_count=2, **NORM).as_numpy_iterator())
+    batches = list(pipeline.eval_dataset(
+        share, local_batch_size=32, process_count=2,
+        preprocess=preprocessing(share)[1]).as_numpy_iterator())
     assert len(batches) == pipeline.eval_steps(share, 32, 2)
     counts.append(sum(int(b['mask'].sum()) for b in batches))
   assert counts == [250, 250]
@@ -95,7 +115,7 @@ def test_eval_shares_of_two_processes_cover_the_split(cifar10_small):
 
 def test_batch_larger_than_the_split_is_a_clear_error(source):
   with pytest.raises(ValueError, match='larger than the training split'):
-    pipeline.steps_per_epoch(source, 1000, 1)
+    pipeline.steps_per_epoch(source, 1000)
 
 
 def test_flip_augmentation_only_mirrors():
