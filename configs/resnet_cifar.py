@@ -52,6 +52,7 @@ def get_config(arg=None):
       stem='cifar',
       width=64,
       zero_init_last_bn=True,
+      remat=False,  # recompute each block's activations in the backward pass
   ))
   config.task = ml_collections.ConfigDict(dict(
       name='classification',
@@ -88,7 +89,14 @@ def get_config(arg=None):
       reinit=(),  # name prefixes initialised afresh, e.g. ('head',)
   ))
 
-  config.mesh = ml_collections.ConfigDict(dict(data=-1))
+  # Devices: data parallel over all of them; fsdp=N shards parameters and
+  # optimizer state N ways, model=N splits transformer MLPs/heads N ways
+  # (aisci/train/sharding.py). --config.mesh.fsdp=4 on 8 devices -> 2 x 4.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  # k > 1: each step's batch is processed as k micro-batches of batch_size/k
+  # and their gradients averaged: the same update, k times less activation
+  # memory (aisci/train/grad_accum.py).
+  config.grad_accum_steps = 1
   config.log_every_steps = 100
   config.eval_every_steps = 3900
   config.checkpoint_every_steps = 3900

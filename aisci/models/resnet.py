@@ -55,7 +55,7 @@ class ResidualBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, train: bool):  # train positional: nn.remat's static arg
     # Under `jax.jit` with the batch sharded over a mesh, the batch means and
     # variances below are reductions over the *global* batch (XLA inserts the
     # cross-device all-reduce), so no `axis_name` is needed; `axis_name` is
@@ -98,6 +98,8 @@ class ResNet(nn.Module):
     width: channels of the stem and of the first stage's 3x3 convolutions;
       stage `i` has `width * 2**i`.
     zero_init_last_bn: zero-init the scale of each block's last BatchNorm.
+    remat: recompute each block's activations in the backward pass instead
+      of storing them (less memory, about one more forward pass of compute).
     dtype: compute dtype; parameters and BatchNorm stay float32.
   """
   num_classes: int
@@ -105,6 +107,7 @@ class ResNet(nn.Module):
   stem: str = 'imagenet'
   width: int = 64
   zero_init_last_bn: bool = True
+  remat: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -127,14 +130,16 @@ class ResNet(nn.Module):
     x = nn.relu(x).astype(self.dtype)
     if self.stem == 'imagenet':
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    block_cls = (nn.remat(ResidualBlock, static_argnums=(2,)) if self.remat
+                 else ResidualBlock)
     for stage, num_blocks in enumerate(blocks):
       for block in range(num_blocks):
-        x = ResidualBlock(
+        x = block_cls(
             features=self.width * 2**stage,
             stride=2 if stage > 0 and block == 0 else 1,
             bottleneck=kind == 'bottleneck',
             zero_init_last_bn=self.zero_init_last_bn, dtype=self.dtype,
-            name=f'stage{stage + 1}_block{block + 1}')(x, train=train)
+            name=f'stage{stage + 1}_block{block + 1}')(x, train)
         x = x.astype(self.dtype)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # Global average pool.
     if not self.num_classes:
