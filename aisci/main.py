@@ -18,6 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from aisci.train import distributed
 from aisci.train import loop
 from aisci.train import preemption
 
@@ -34,6 +35,20 @@ _CPU_DEVICES = flags.DEFINE_integer(
     '~15% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
     'GPU/TPU runs; ignored if XLA_FLAGS sets '
     '--xla_force_host_platform_device_count.')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'], 'Join a multi-process '
+    '(multi-host) job with jax.distributed.initialize: auto = when the flags '
+    'below are given or a multi-process SLURM srun, Open MPI or TPU-slice '
+    'launch is detected; on = always (JAX detects the rest, e.g. on TPU '
+    'VMs); off = never (aisci/train/distributed.py).')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT of process 0 of a multi-process '
+    'job, with --num_processes and --process_id (not needed under SLURM, '
+    'Open MPI or on TPU VMs).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Processes in the job (with --coordinator_address).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, "This process's rank, 0..num_processes-1.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -53,6 +68,8 @@ def main(argv):
   if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
     # Must happen before JAX first touches its backends.
     jax.config.update('jax_num_cpu_devices', _CPU_DEVICES.value)
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
+                         _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except preemption.Preempted as e:

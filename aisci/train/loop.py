@@ -23,6 +23,7 @@ from aisci import tasks
 from aisci.data import pipeline
 from aisci.data import preprocess as preprocess_lib
 from aisci.train import checkpoint as checkpoint_lib
+from aisci.train import distributed
 from aisci.train import init_from
 from aisci.train import metrics_log
 from aisci.train import nonfinite
@@ -93,7 +94,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   # ------------------------------------------------------------------ mesh --
   mesh = sharding_lib.make_mesh(config.mesh)
   sharding_lib.check_batch_size(config.input.batch_size, mesh,
-                                'config.input.batch_size')
+                                'config.input.batch_size',
+                                micro_batches=config.get('grad_accum_steps', 1))
   sharding_lib.check_batch_size(config.input.eval_batch_size, mesh,
                                 'config.input.eval_batch_size')
   batch_sharding = sharding_lib.batch_sharding(mesh)
@@ -140,6 +142,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = sharding_lib.state_sharding(abstract_state, mesh)
+  sharding_lib.log_sharding_table(sharding_lib.sharding_table(
+      abstract_state, state_sharding, mesh), workdir)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
   logging.info('Model %s: %s parameters.', config.model.name, f'{num_params:,}')
 
@@ -178,7 +182,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
 
   # ----------------------------------------------------------------- steps --
   train_fn = functools.partial(steps.train_step, model=model, task=task,
-                               tx=tx, schedule=schedule, input_key=input_key)
+                               tx=tx, schedule=schedule, input_key=input_key,
+                               grad_accum_steps=config.get('grad_accum_steps', 1))
   if config.optimizer.get('skip_nonfinite_updates', False):
     train_fn = nonfinite.guard(train_fn)
   train_step = jax.jit(
@@ -214,13 +219,15 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  start_step, config.total_steps, config.input.batch_size,
                  config.total_steps / pipeline.steps_per_epoch(
                      train_source, config.input.batch_size))
+  stop_agreement = distributed.StopAgreement(mesh)
   try:
     pending_metrics = []
     for step in range(start_step, config.total_steps):
       state, metrics = train_step(state, next(train_batches))
       pending_metrics.append(metrics)
       done = step + 1
-      preempted = stop_request.requested  # read once: signals come any time
+      # Read once (signals come any time); all processes stop at one step.
+      preempted = stop_agreement(stop_request.requested)
       stopping = done == stop_at_step or preempted
       saving = checkpointer.is_due(done) or done == config.total_steps or stopping
       logging_now = done % config.log_every_steps == 0 or done == config.total_steps
@@ -250,7 +257,9 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       if saving:
         checkpointer.save(done, state)
       if preempted:
-        raise preemption.Preempted(done, stop_request.signal_name, workdir)
+        raise preemption.Preempted(
+            done, stop_request.signal_name or 'a signal to another process',
+            workdir)
       if stopping:
         logging.info('Stopping after step %d as asked; rerun to resume.', done)
         return None
