@@ -71,14 +71,16 @@ def restore_variables(workdir: str, step: Optional[int] = None
                       ) -> tuple[Any, int]:
   """({'params', **model_state}, step) of checkpoint `step` (default: latest).
 
-  The checkpoint is read as a raw pytree of arrays, so neither the optimizer
-  nor the abstract train state has to be rebuilt; the optimizer state is
-  read from disk but dropped.
+  The checkpoint is read as a raw pytree of arrays on one device, so neither
+  the optimizer nor the abstract train state has to be rebuilt, and any
+  device count may have written it; the optimizer state is read from disk
+  but dropped.
   """
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   steps = []
   if os.path.isdir(directory):
-    manager = ocp.CheckpointManager(directory)
+    manager = ocp.CheckpointManager(
+        directory, item_handlers=ocp.StandardCheckpointHandler())
     steps = list(manager.all_steps())
   if not steps:
     raise FileNotFoundError(
@@ -90,7 +92,13 @@ def restore_variables(workdir: str, step: Optional[int] = None
   elif step not in steps:
     raise ValueError(f'No checkpoint of step {step} in {directory}; '
                      f'available steps: {sorted(steps)}.')
-  state = manager.restore(step, args=ocp.args.StandardRestore())
+  # Onto this process's first device, whatever devices wrote the checkpoint
+  # (a run on 8 CPU devices or a GPU node, read on a laptop).
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      manager.item_metadata(step))
+  state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
   manager.close()
   return {'params': state['params'], **state['model_state']}, int(step)
 

@@ -93,6 +93,14 @@ def get_config(arg=None):
       format='auto',  # auto | aisci | vit_npz | hf_vit | hf_bert | hf_resnet
       reinit=(),  # name prefixes initialised afresh, e.g. ('head',)
   ))
+  # Magnitude pruning (aisci/train/prune.py), usually with config.init.path:
+  # the `sparsity` fraction of the weights matching `include`, smallest
+  # |value| over all of them, is set to zero and kept there by the optimizer.
+  config.prune = ml_collections.ConfigDict(dict(
+      sparsity=0.0,  # 0: no pruning; e.g. 0.5, 0.8, 0.9
+      include=r'(^|/)kernel$',  # regex on parameter names: conv/dense weights
+      exclude=r'(^|/)head/',  # ... but not the classifier's (prune.py says why)
+  ))
 
   # Devices: data parallel over all of them; fsdp=N shards parameters and
   # optimizer state N ways, model=N splits transformer MLPs/heads N ways

@@ -19,6 +19,7 @@ import ml_collections
 
 from aisci import data
 from aisci import models
+from aisci import report as report_lib
 from aisci import tasks
 from aisci.data import pipeline
 from aisci.data import preprocess as preprocess_lib
@@ -30,6 +31,7 @@ from aisci.train import nonfinite
 from aisci.train import optimizer as optimizer_lib
 from aisci.train import preemption
 from aisci.train import progress as progress_lib
+from aisci.train import prune as prune_lib
 from aisci.train import sharding as sharding_lib
 from aisci.train import steps
 from aisci.train import workdir_config
@@ -166,6 +168,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       state = state.replace(
           params=jax.device_put(params, state_sharding.params),
           model_state=jax.device_put(variables, state_sharding.model_state))
+    state = prune_lib.prune_state(state, tx)  # config.prune; else a no-op
     logging.info('Starting at step 0 from %s (no checkpoint in %s).',
                  config.init.path or 'scratch', checkpointer.directory)
   start_step = int(state.step)
@@ -196,7 +199,9 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
 
   def evaluate(state):
     sums = None
-    for local_batch in eval_dataset.as_numpy_iterator():
+    for local_batch in progress_lib.track(  # a line every 30 s if long
+        eval_dataset.as_numpy_iterator(), int(eval_dataset.cardinality()),
+        'Evaluating', unit='batches'):
       batch_sums = eval_step(state, sharding_lib.to_global(local_batch,
                                                            batch_sharding))
       sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums,
@@ -280,4 +285,9 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                final_step, config.eval_split, report['num_examples'],
                ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()),
                task.format_report(report))
+  report_lib.write_all(  # WORKDIR/report.md and PNGs; process 0 only
+      workdir, config=config, task=task, class_names=class_names,
+      scalars=scalars, report=report, step=final_step,
+      timings=progress.timings(), model=model, state=state,
+      eval_batches=eval_dataset.as_numpy_iterator(), input_key=input_key)
   return scalars

@@ -8,6 +8,8 @@ import jax
 import ml_collections
 import optax
 
+from aisci.train import prune as prune_lib
+
 
 def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up from 0 to the peak rate, then `decay` to the end rate."""
@@ -131,4 +133,9 @@ def make_optimizer(config: ml_collections.ConfigDict
     tx = optax.multi_transform(
         {'trained': tx, 'frozen': optax.set_to_zero()},
         lambda params: frozen_labels(params, opt.freeze))
+  prune = config.get('prune')
+  if prune is not None and prune.sparsity:
+    # Last, so that pruned weights get exactly zero updates (prune.py).
+    tx = optax.chain(tx, prune_lib.keep_pruned(
+        prune.sparsity, prune.include, prune.get('exclude', '')))
   return tx, schedule

@@ -1,0 +1,60 @@
+"""A few evaluation examples with the model's outputs, for the pictures.
+
+The report needs examples with their predictions (misclassified images,
+segmentation overlays). They are computed here, on process 0's first
+evaluation batches, with one local copy of the parameters: no collective
+runs, so the other processes need not take part.
+"""
+
+import functools
+from typing import Any, Iterable, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+
+@functools.partial(jax.jit, static_argnames='model')
+def predict(model: nn.Module, variables: Any, inputs: jax.Array) -> jax.Array:
+  """The model's outputs in evaluation mode (e.g. logits [batch, classes])."""
+  return model.apply(variables, inputs, train=False)
+
+
+def _local_copy(x: Any) -> Any:
+  """A replicated (or single-process) global array -> one device's copy."""
+  if isinstance(x, jax.Array) and x.is_fully_replicated:
+    return x.addressable_data(0)
+  return np.asarray(jax.device_get(x))
+
+
+def collect(model: nn.Module, params: Any, model_state: Mapping[str, Any],
+            batches: Iterable[Mapping[str, np.ndarray]], input_key: str, *,
+            max_examples: int = 1000) -> Optional[dict[str, np.ndarray]]:
+  """The first real (mask True) examples of `batches` with 'outputs'.
+
+  Args:
+    model: the Flax module (called with train=False).
+    params, model_state: the trained variables (global arrays).
+    batches: evaluation batches of numpy arrays, with a 'mask' of real rows.
+    input_key: the model's input in a batch (task.input_key).
+    max_examples: stop after this many.
+  Returns:
+    The batches' arrays, concatenated, padding rows dropped, plus 'outputs':
+    the model's outputs for those rows; None if there are no examples.
+  """
+  variables = jax.tree.map(_local_copy, {'params': params, **model_state})
+  parts, count = [], 0
+  for batch in batches:
+    real = np.asarray(batch.get('mask', np.ones(len(batch[input_key]), bool)),
+                      bool)
+    outputs = np.asarray(predict(model, variables, batch[input_key]))
+    part = {k: np.asarray(v)[real] for k, v in batch.items()}
+    part['outputs'] = outputs[real]
+    parts.append(part)
+    count += int(real.sum())
+    if count >= max_examples:
+      break
+  if not count:
+    return None
+  return {k: np.concatenate([p[k] for p in parts])[:max_examples]
+          for k in parts[0]}
