@@ -19,6 +19,7 @@ from PIL import Image
 import tensorflow as tf
 
 from aisci.data import source as source_lib
+from aisci.train import progress as progress_lib
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif',
                     '.tiff')
@@ -164,7 +165,8 @@ def _keep_readable(paths: Sequence[str], labels: np.ndarray, check,
   raised, or logged and left out with skip_corrupt.
   """
   values, kept, skipped = [], [], 0
-  for index, path in enumerate(paths):
+  for index, path in enumerate(progress_lib.track(  # a line every 30 s
+      paths, len(paths), 'Reading image files', unit='images')):
     try:
       values.append(check(path))
       kept.append(index)

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from aisci.data import source as source_lib
+from aisci.train import progress as progress_lib
 
 # tfds first tries its mirror on Google Cloud Storage.
 _PROBE_HOST = 'storage.googleapis.com'
@@ -97,8 +98,10 @@ def make_source(name: str, split: str, *, image_size: int,
             tf.cast(example['label'], tf.int32))
 
   images, labels = [], []
-  for image_batch, label_batch in ds.map(
-      prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(1024).as_numpy_iterator():
+  batches = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+  for image_batch, label_batch in progress_lib.track(  # a line every 30 s
+      batches.as_numpy_iterator(), total // process_count,
+      f'Decoding tfds {name}:{split}', unit='images', size=lambda b: len(b[1])):
     images.append(image_batch)
     labels.append(label_batch)
   return source_lib.in_memory_source(
