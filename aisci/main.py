@@ -19,8 +19,14 @@ import jax
 from ml_collections import config_flags
 
 from aisci.train import distributed
+from aisci.train import checkpoint
 from aisci.train import loop
 from aisci.train import preemption
+from aisci.train import workdir_config
+
+# Exit statuses (sysexits.h), besides 75 for a pre-empted run (preemption.py).
+EXIT_SAVE_FAILED = 74  # EX_IOERR: a checkpoint could not be written (disk full)
+EXIT_CONFIG_CHANGED = 78  # EX_CONFIG: the config differs from the workdir's
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with a variant: FILE.py:VARIANT.',
@@ -49,6 +55,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Processes in the job (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, "This process's rank, 0..num_processes-1.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Resume a workdir even though the config '
+    'differs from the one it was started with in fields that change what is '
+    'trained (model, data, optimizer...); without it that is refused with '
+    'the list of differing fields. Changes are logged to '
+    'WORKDIR/config_changes.jsonl.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -71,10 +83,17 @@ def main(argv):
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                            allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except preemption.Preempted as e:
     logging.warning('%s', e)
     sys.exit(preemption.EXIT_PREEMPTED)
+  except checkpoint.CheckpointSaveError as e:
+    logging.error('%s', e)
+    sys.exit(EXIT_SAVE_FAILED)
+  except workdir_config.ConfigChangedError as e:
+    logging.error('%s', e)
+    sys.exit(EXIT_CONFIG_CHANGED)
 
 
 if __name__ == '__main__':

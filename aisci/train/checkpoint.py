@@ -2,7 +2,9 @@
 
 Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a run killed while saving leaves the previous checkpoints
-readable and the partial one is never restored.
+readable and the partial one is never restored (its temporary folder is
+deleted when the next run starts). A save that fails (disk full, quota) is
+a `CheckpointSaveError` naming the last complete checkpoint.
 """
 
 import os
@@ -22,7 +24,9 @@ class Checkpointer:
     # also saves the first step it sees, which is not a useful checkpoint.
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True))
+    self._saving = None  # the step of the save in flight, if any
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -47,12 +51,43 @@ class Checkpointer:
 
   def save(self, step: int, state: Any) -> None:
     """Starts saving `state` as checkpoint `step` (asynchronously)."""
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    try:  # A failure of the previous (asynchronous) save surfaces here.
+      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(self._saving or step, e) from e
+    self._saving = step
 
   def close(self) -> None:
     """Waits for pending saves to finish."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(self._saving, e) from e
+    finally:
+      self._manager.close()
+    self._saving = None
+
+  def complete_steps(self) -> list[int]:
+    """Steps whose checkpoint is complete, read from the disk (orbax names
+    a checkpoint folder by its step only once everything in it is written)."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+
+  def _save_error(self, step: Optional[int], error: Exception) -> 'CheckpointSaveError':
+    complete = [s for s in self.complete_steps() if s != step]
+    cause = str(error).strip().splitlines()[0][:500] if str(error) else ''
+    return CheckpointSaveError(
+        f'Could not write checkpoint {step} to {self.directory} '
+        f'({type(error).__name__}: {cause}). The disk may be full, or a '
+        'quota or file-size limit reached: free space (or lower '
+        'config.keep_checkpoints) and rerun the same command. '
+        + (f'It resumes from checkpoint {complete[-1]}, which is complete '
+           'and unharmed.' if complete else 'No checkpoint was complete yet.'))
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written; the earlier ones are intact."""
 
 
 def abstract_with_sharding(abstract_state: Any, shardings: Any) -> Any:

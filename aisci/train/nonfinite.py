@@ -1,10 +1,10 @@
 """Skipping non-finite updates (`config.optimizer.skip_nonfinite_updates`).
 
 By default a non-finite loss or gradient norm stops the run (loop.py). With
-the option, a step whose loss or gradient norm is NaN/Inf keeps the state it
-started from: parameters, optimizer state and model state (e.g. BatchNorm
-statistics, which a bad batch would poison too); only the step counter moves
-on, so the next step reads the next batch, and the data order and the
+the option, a step whose loss, gradient norm or updated model state is
+NaN/Inf keeps the state it started from: parameters, optimizer state and
+model state (e.g. BatchNorm statistics, which a bad batch would poison too);
+only the step counter moves on, so the next step reads the next batch, and the data order and the
 per-step randomness stay those of a run without the bad batch. Each step
 reports `skipped` (1.0 or 0.0); the loop logs the count per log interval.
 
@@ -25,12 +25,17 @@ SKIPPED = 'skipped'
 def keep_finite(old_state: Any, new_state: Any,
                 metrics: Mapping[str, jax.Array]
                 ) -> tuple[Any, dict[str, jax.Array]]:
-  """new_state if metrics' loss and grad_norm are finite, else old_state
-  with new_state's step; adds metrics['skipped'] ([] float32, 1 = skipped).
+  """new_state if metrics' loss and grad_norm and new_state's model state
+  are finite, else old_state with new_state's step; adds
+  metrics['skipped'] ([] float32, 1 = skipped).
 
   old_state, new_state: TrainState before and after the update (jittable).
   """
   finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+  # A NaN input can vanish from the loss (relu(NaN) is 0 in XLA) and still
+  # poison the BatchNorm statistics.
+  for leaf in jax.tree.leaves(new_state.model_state):
+    finite &= jnp.all(jnp.isfinite(leaf))
   kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                       new_state, old_state)
   kept = kept.replace(step=new_state.step)

@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
   with pytest.raises(FloatingPointError,
                      match=r'Non-finite .* at step [5-8]\..*last good checkpoint '
                            r'is step 4'):
-    loop.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
   assert final_params(workdir) is not None
 
@@ -106,7 +106,11 @@ def test_checkpoint_of_another_optimizer_is_a_clear_error(cifar10_small, tmp_pat
   config = small_config(cifar10_small, total_steps=8)
   loop.train_and_evaluate(config, workdir, stop_at_step=4)
   config.optimizer.name = 'sgd'
+  # Refused as a changed config, and past that (overridden), as a checkpoint
+  # that does not fit.
+  with pytest.raises(ValueError, match=r'optimizer.name: "adamw" -> "sgd"'):
+    loop.train_and_evaluate(config, workdir)
   with pytest.raises(ValueError,
                      match=r'Checkpoint 4 in .*checkpoints does not fit.*--workdir'):
-    loop.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
