@@ -245,7 +245,9 @@ def config_json_unreadable(tmp, jpegs, mp):
   loop.train_and_evaluate(tiny_config(), str(workdir))
 
 
-IMAGE = r"Cannot read image '.*{}' \(.*\)\. Replace or delete the file, or set config.input.skip_corrupt=True"
+IMAGE = (r"Cannot read image '.*{}' \(.*\)\. Replace or delete the file\. To "
+         r"leave unreadable files out instead \(counted in the log\), set "
+         r"config.input.skip_corrupt=True\.")
 CASES = [
     (mistyped_field, AttributeError, r'Did you mean "total_steps" instead of "totl_steps"'),
     (wrong_type_int, flags.IllegalFlagValueError, r"total_steps=abc: invalid literal for int\(\)"),

@@ -137,7 +137,7 @@ def load_image(path: str, image_size: int) -> np.ndarray:
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise ValueError(
         f'Cannot read image {path!r} ({type(e).__name__}: {e}). Replace or '
-        f'delete the file, {_SKIP_HINT}.') from e
+        'delete the file.') from e
 
 
 def check_header(path: str) -> None:
@@ -149,7 +149,7 @@ def check_header(path: str) -> None:
   except (OSError, ValueError, SyntaxError) as e:
     raise ValueError(
         f'Cannot read image {path!r} ({type(e).__name__}: {e}). Replace or '
-        f'delete the file, {_SKIP_HINT}.') from e
+        'delete the file.') from e
   if image_format not in _STREAMABLE_FORMATS:
     raise ValueError(
         f'Image {path!r} is {image_format}, which config.input.cache=False '
@@ -172,7 +172,9 @@ def _keep_readable(paths: Sequence[str], labels: np.ndarray, check,
       kept.append(index)
     except ValueError as e:
       if not skip_corrupt:
-        raise
+        raise ValueError(f'{e} To leave unreadable files out instead (counted '
+                         'in the log), set config.input.skip_corrupt=True.'
+                         ) from e.__cause__
       skipped += 1
       if skipped <= _LOGGED_SKIPS:
         logging.warning('Skipping unreadable %s (%s)', path, e.__cause__ or e)
