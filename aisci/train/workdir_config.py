@@ -30,6 +30,8 @@ SAFE_FIELDS = (
     'eval_split', 'input.eval_batch_size',  # what is evaluated, not trained
     'input.cache', 'input.skip_corrupt',
     'mesh.',  # the device layout; the same step, split differently
+    # Memory knobs: the same update computed in pieces or recomputed.
+    'grad_accum_steps', 'model.remat',
     'init.',  # only read when a run starts from scratch
     'optimizer.skip_nonfinite_updates',  # a guard, to get past a bad batch
 )

@@ -29,6 +29,8 @@ def test_safe_changes_pass(tmp_path):
   config.input.update(cache=False, skip_corrupt=True, eval_batch_size=50)
   config.optimizer.skip_nonfinite_updates = True
   config.mesh.data = 2
+  config.update(grad_accum_steps=4)
+  config.model.remat = True
   config.init.path = '/elsewhere'
   workdir_config.check(config.to_dict(), workdir)
   assert not (tmp_path / workdir_config.CHANGES_FILE).exists()
