@@ -19,6 +19,12 @@ Formats (each in OUTPUT_DIR/FORMAT/):
   tflite_int8  model.tflite, int8 post-training quantization calibrated on
                --calibration_images training images; float32 input and
                output, so preprocessing is unchanged.
+  tflite_dynamic
+               model.tflite, dynamic-range quantization: int8 weights (the
+               same size as tflite_int8), activations quantized on the fly
+               per input, no calibration; closer to the float model than
+               tflite_int8 (experiments/compression.md), but slower than
+               full-integer kernels on integer-only hardware.
   onnx         model.onnx (opset 21, symbolic batch) via jax2onnx, an
                optional dependency: pip install jax2onnx==0.13.0.
 
@@ -32,6 +38,7 @@ import json
 import logging as logging_std
 import os
 import tempfile
+import time
 import warnings
 from typing import Optional, Sequence
 
@@ -50,10 +57,11 @@ from aisci import export_check
 from aisci import inference
 from aisci.data import imagefolder
 
-FORMATS = ('stablehlo', 'savedmodel', 'tflite', 'tflite_int8', 'onnx')
+FORMATS = ('stablehlo', 'savedmodel', 'tflite', 'tflite_int8',
+           'tflite_dynamic', 'onnx')
 ARTEFACTS = {'stablehlo': 'model.jax_exported', 'savedmodel': '',  # itself
              'tflite': 'model.tflite', 'tflite_int8': 'model.tflite',
-             'onnx': 'model.onnx'}
+             'tflite_dynamic': 'model.tflite', 'onnx': 'model.onnx'}
 # Ops kept in float32 in the int8 model, as measured with TF 2.21 on the
 # tiny ViT of tests/test_export.py: int8 BATCH_MATMUL (attention) flips the
 # sign of the logits (top-1 agreement with JAX 1%), and int8 DIV (softmax,
@@ -112,10 +120,13 @@ def export_savedmodel(trained: inference.Trained, directory: str,
 
 def export_tflite(trained: inference.Trained, path: str, *,
                   batch_size: Optional[int],
-                  calibration: Optional[np.ndarray] = None) -> None:
+                  calibration: Optional[np.ndarray] = None,
+                  dynamic_range: bool = False) -> None:
   """TFLite flatbuffer; int8 post-training quantization if `calibration`.
 
   calibration: [n, h, w, 3] float32 preprocessed images for int8 ranges.
+  dynamic_range: int8 weights only, activations quantized at run time (no
+    calibration).
   batch_size: a fixed batch lets the converter fuse softmax and GELU into
     single TFLite ops (smaller, and more accurate in int8); None keeps the
     batch symbolic (then resize the interpreter's input before running).
@@ -124,7 +135,11 @@ def export_tflite(trained: inference.Trained, path: str, *,
     # TFLite runs on the CPU of the device: lower for CPU only.
     export_savedmodel(trained, saved_model, ('cpu',), batch_size)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-    if calibration is None:
+    if dynamic_range:
+      # Optimize.DEFAULT without a representative dataset: weights only.
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+      model = converter.convert()
+    elif calibration is None:
       model = converter.convert()
     else:
       step = batch_size or 1
@@ -250,7 +265,8 @@ def export(trained: inference.Trained, fmt: str, output_dir: str, *,
       raise ValueError('tflite_int8 needs calibration images.')
     batch_size = tflite_batch_size
     export_tflite(trained, path, batch_size=batch_size,
-                  calibration=calibration if fmt == 'tflite_int8' else None)
+                  calibration=calibration if fmt == 'tflite_int8' else None,
+                  dynamic_range=fmt == 'tflite_dynamic')
   write_preprocessing(trained, directory, fmt, batch_size)
   return path
 
@@ -312,12 +328,16 @@ def main(argv):
     labels = None
   artefacts = {}
   for fmt in FLAGS.format:
+    print(f'Exporting {fmt}...', flush=True)
+    start = time.perf_counter()
     artefacts[fmt] = export(
         trained, fmt, output_dir, platforms=FLAGS.platforms,
         tflite_batch_size=FLAGS.tflite_batch_size or None,
         calibration=calibration)
-    print(f'Wrote {artefacts[fmt]}')
-  rows = export_check.check_all(trained, artefacts, images, labels)
+    print(f'Wrote {artefacts[fmt]} in {time.perf_counter() - start:.1f} s',
+          flush=True)
+  rows = export_check.check_all(trained, artefacts, images, labels,
+                                log=lambda line: print(line, flush=True))
   print(export_check.format_table(rows))
 
 

@@ -78,7 +78,7 @@ def onnx_runner(path: str) -> Runner:
 
 RUNNERS = {'stablehlo': stablehlo_runner, 'savedmodel': savedmodel_runner,
            'tflite': tflite_runner, 'tflite_int8': tflite_runner,
-           'onnx': onnx_runner}
+           'tflite_dynamic': tflite_runner, 'onnx': onnx_runner}
 
 
 def size_bytes(path: str) -> int:
@@ -100,31 +100,41 @@ def compare(reference: np.ndarray, logits: np.ndarray,
 
 
 def check_all(trained: inference.Trained, artefacts: Mapping[str, str],
-              images: np.ndarray, labels: Optional[np.ndarray] = None
-              ) -> list[dict]:
-  """One row per artefact (and one for JAX) comparing logits on `images`."""
+              images: np.ndarray, labels: Optional[np.ndarray] = None,
+              log: Optional[Callable[[str], None]] = None) -> list[dict]:
+  """One row per artefact (and one for JAX) comparing logits on `images`.
+
+  log: called with a line before and after each run (with its time).
+  """
+  log = log or (lambda line: None)
+  start = time.perf_counter()
   reference = inference.predict_logits(trained, images)
-  rows = [dict(format='jax', size=None, seconds=None,
+  log(f'JAX model on {len(images)} images: {time.perf_counter() - start:.1f} s')
+  rows = [dict(format='jax', size=None, seconds=time.perf_counter() - start,
                **compare(reference, reference, labels))]
   for fmt, path in artefacts.items():
+    log(f'Running {fmt} on {len(images)} images...')
     run = RUNNERS[fmt](path)
     start = time.perf_counter()
     logits = run(images)
     rows.append(dict(format=fmt, size=size_bytes(path),
                      seconds=time.perf_counter() - start,
                      **compare(reference, logits, labels)))
+    log(f'{fmt}: {rows[-1]["seconds"]:.1f} s')
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
   n = 'accuracy' in rows[0]
-  header = f'{"format":<12} {"size":>10} {"max|diff|":>10} {"top-1 agree":>11}'
+  header = (f'{"format":<14} {"size":>10} {"run time":>8} {"max|diff|":>10} '
+            f'{"top-1 agree":>11}')
   header += f' {"accuracy":>8}' if n else ''
   lines = [header]
   for r in rows:
     size = f'{r["size"] / 1e3:.1f} kB' if r['size'] else '-'
-    line = (f'{r["format"]:<12} {size:>10} {r["max_abs_diff"]:>10.2e} '
-            f'{r["top1_agreement"]:>11.2%}')
+    seconds = f'{r["seconds"]:.1f} s' if r.get('seconds') is not None else '-'
+    line = (f'{r["format"]:<14} {size:>10} {seconds:>8} '
+            f'{r["max_abs_diff"]:>10.2e} {r["top1_agreement"]:>11.2%}')
     line += f' {r["accuracy"]:>8.2%}' if n else ''
     lines.append(line)
   return '\n'.join(lines)
