@@ -10,8 +10,8 @@ file has exactly one of them (`x_test` serves `--config.eval_split=dev`).
      model without tokenization; standardized per feature with the
      training split's mean and std (saved as WORKDIR/npz_stats.json).
      int [n, length]: token ids (vocabulary size from the training split).
-  y  int [n]: class labels 0..N-1 (names from config.input.class_names, or
-     their values); float [n] or [n, k]: regression targets.
+  y  int [n]: class labels 0..N-1; float [n] or [n, k]: regression targets.
+  class_names  optional str [N]: names of the classes (else their numbers).
 
 Files are read with allow_pickle=False: object arrays are refused.
 """
@@ -47,8 +47,8 @@ def _keys(arrays, split: str) -> tuple[str, str]:
       'y_<split>), or set config.train_split / config.eval_split.')
 
 
-def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """(x, y) of one split, checked."""
+def load_split(path: str, split: str):
+  """(x, y, class names or None) of one split, checked."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'npz file {path!r} does not exist.')
   try:
@@ -58,6 +58,7 @@ def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise KeyError(f'{path!r} holds {x_key!r} but not its targets '
                        f'{y_key!r} (file holds {sorted(arrays)}).')
       x, y = arrays[x_key], arrays[y_key]
+      names = [str(n) for n in arrays['class_names']] if 'class_names' in arrays else None
   except ValueError as e:
     if 'pickle' in str(e):
       raise ValueError(f'{path!r} holds object arrays, which would need '
@@ -75,7 +76,7 @@ def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
                      'must be numeric.')
   if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
     raise ValueError(f'{path!r}: {x_key} holds NaN or Inf values.')
-  return x, y
+  return x, y, names
 
 
 def _stats(workdir, x, is_training_split):
@@ -103,7 +104,8 @@ def make_source(path: str, split: str, *, options: Mapping[str, Any],
                 ) -> source_lib.Source:
   """This process's share of one split of the arrays in `path`."""
   is_training_split = class_names is None
-  x, y = load_split(path, split)
+  del options  # everything comes from the file
+  x, y, names_in_file = load_split(path, split)
   total = len(x)
   features = {}
   # The data decide the position table's size (+1: a class token may lead).
@@ -124,8 +126,7 @@ def make_source(path: str, split: str, *, options: Mapping[str, Any],
     model_kwargs['vocab_size'] = int(x.max()) + 1
   if np.issubdtype(y.dtype, np.integer):
     if class_names is None:
-      class_names = tuple(options.get('class_names') or ()) or tuple(
-          str(i) for i in range(int(y.max()) + 1))
+      class_names = names_in_file or [str(i) for i in range(int(y.max()) + 1)]
     if y.ndim != 1 or y.min() < 0 or y.max() >= len(class_names):
       raise ValueError(
           f'{path!r}: integer targets must be class labels [n] in '

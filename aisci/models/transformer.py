@@ -100,6 +100,10 @@ class TransformerEncoder(nn.Module):
     vocab_size: size of the token table; unused (no table) for float inputs.
     pad_id: token id of padding; when set (and no mask is given) positions
       holding it are masked out. The text sources set it.
+    patch_size: float inputs only: embed non-overlapping windows of this
+      many positions as one token (a 1-D patch embedding, as ViT does for
+      images), so each token sees a local shape of the signal; sequences
+      are zero-padded to a multiple. 1 embeds every value on its own.
     max_len: longest sequence; size of the learned position table.
     width, depth, num_heads, mlp_dim: transformer sizes.
     type_vocab_size: size of BERT's segment (token type) table; 0 for none.
@@ -119,6 +123,7 @@ class TransformerEncoder(nn.Module):
   num_classes: int
   vocab_size: int = 30_522
   pad_id: Optional[int] = None
+  patch_size: int = 1
   max_len: int = 512
   width: int = 768
   depth: int = 12
@@ -174,6 +179,14 @@ class TransformerEncoder(nn.Module):
       if inputs.ndim != 3:
         raise ValueError('Float inputs must be [batch, length, features], '
                          f'got shape {inputs.shape}.')
+      if self.patch_size > 1:
+        n, length, features = inputs.shape
+        pad = -length % self.patch_size
+        inputs = jnp.pad(inputs, ((0, 0), (0, pad), (0, 0)))
+        inputs = inputs.reshape(n, -1, self.patch_size * features)
+        if mask is not None:
+          mask = jnp.pad(mask, ((0, 0), (0, pad))).reshape(
+              n, -1, self.patch_size).any(axis=-1)
       x = nn.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
                    name='input_embed')(inputs.astype(self.dtype))
     else:

@@ -17,8 +17,9 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Saves when the loop asks (`is_due`: every `every_steps`), keeps the last `keep`."""
 
-  def __init__(self, workdir: str, *, every_steps: int, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  def __init__(self, workdir: str, *, every_steps: int, keep: int,
+               subdir: str = 'checkpoints'):
+    self.directory = os.path.join(os.path.abspath(workdir), subdir)
     self.every_steps = every_steps
     # The due-step decision is ours (`is_due`): orbax's own interval logic
     # also saves the first step it sees, which is not a useful checkpoint.
@@ -45,6 +46,11 @@ class Checkpointer:
           'optimizer of this config (it was written by a different one). '
           'Run with the config the workdir was started with (its config.json), '
           f'or start a new --workdir. Orbax says: {e}') from e
+
+  def delete_after(self, step: int) -> None:
+    """Deletes checkpoints of steps after `step` (a replay will redo them)."""
+    for later in [s for s in self._manager.all_steps() if s > step]:
+      self._manager.delete(later)
 
   def is_due(self, step: int) -> bool:
     return step % self.every_steps == 0

@@ -23,6 +23,7 @@ from aisci import report as report_lib
 from aisci import tasks
 from aisci.data import pipeline
 from aisci.data import preprocess as preprocess_lib
+from aisci.train import best as best_lib
 from aisci.train import checkpoint as checkpoint_lib
 from aisci.train import distributed
 from aisci.train import init_from
@@ -209,6 +210,12 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     return task.summarize(jax.device_get(sums), class_names)
 
   # ------------------------------------------------------------------ loop --
+  best = best_lib.BestKeeper(
+      workdir, metric=config.get('best_metric', ''),
+      mode=config.get('best_metric_mode', 'max'),
+      patience=config.get('early_stopping_patience', 0), start_step=start_step)
+  # A run that stopped early stays stopped when rerun.
+  end_step = config.total_steps if best.stopped_step is None else start_step
   writer = metrics_log.create_writer(workdir)
   progress = progress_lib.Progress(config.total_steps, config.input.batch_size,
                                    start_step)
@@ -219,7 +226,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
           seed=config.seed, start_step=start_step,
           preprocess=train_preprocess).as_numpy_iterator(),
       batch_sharding)
-  if start_step < config.total_steps:
+  if start_step < end_step:
     logging.info('Training steps %d..%d, global batch %d (%.1f epochs).',
                  start_step, config.total_steps, config.input.batch_size,
                  config.total_steps / pipeline.steps_per_epoch(
@@ -227,7 +234,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   stop_agreement = distributed.StopAgreement(mesh)
   try:
     pending_metrics = []
-    for step in range(start_step, config.total_steps):
+    for step in range(start_step, end_step):
       state, metrics = train_step(state, next(train_batches))
       pending_metrics.append(metrics)
       done = step + 1
@@ -252,12 +259,20 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
         pending_metrics = []
         writer.write_scalars(done, {f'train/{k}': v for k, v in means.items()})
         logging.info('%s', progress.line(done, means))
+      stopping_early = False
       if done % config.eval_every_steps == 0 and done < config.total_steps:
         progress.pause()
         scalars, _ = evaluate(state)
         writer.write_scalars(done, {f'eval/{k}': v for k, v in scalars.items()})
         logging.info('eval at step %d: %s', done, ', '.join(
             f'{k} {v:.4f}' for k, v in scalars.items()))
+        stopping_early = best.update(done, scalars, state)
+        if stopping_early:
+          logging.info('Early stopping at step %d: eval %s has not improved for '
+                       '%d evaluations (best %.4f at step %d).', done,
+                       best.metric, best.patience, best.summary()['value'],
+                       best.summary()['step'])
+          saving = True
         progress.resume()
       if saving:
         checkpointer.save(done, state)
@@ -268,19 +283,23 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       if stopping:
         logging.info('Stopping after step %d as asked; rerun to resume.', done)
         return None
+      if stopping_early:
+        break
 
     # ------------------------------------------------------ final report --
     final_step = int(state.step)
     scalars, report = evaluate(state)
     writer.write_scalars(final_step,
                          {f'eval/{k}': v for k, v in scalars.items()})
+    best.update(final_step, scalars, state)
   finally:
     # Whatever ends the run, saves already started are completed.
     writer.close()
     checkpointer.close()
+    best.close()
   _write_json(os.path.join(workdir, 'eval_report.json'),
               dict(step=final_step, split=config.eval_split, **scalars,
-                   report=report))
+                   best=best.summary(), report=report))
   logging.info('Final evaluation at step %d on %s (%d examples): %s\n%s',
                final_step, config.eval_split, report['num_examples'],
                ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()),

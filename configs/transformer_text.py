@@ -1,0 +1,109 @@
+"""Transformer encoder for text (or any sequence) classification, from scratch.
+
+Variants (configs/transformer_text.py:VARIANT):
+  sst2   SST-2 sentiment (GLUE): tsv:PATH with PATH/train.tsv and
+         PATH/dev.tsv (`make data` extracts ../shared/data/sst2.tar.gz into
+         .cache/data). A WordPiece tokenizer is trained on the training
+         sentences only and saved as WORKDIR/tokenizer.json. 2 CPU cores,
+         about 15 minutes (experiments/text.md).
+  imdb   tfds-style long reviews from a tsv/csv folder you provide
+         (PATH/train.tsv, PATH/test.tsv with text, label columns): longer
+         sequences, same model.
+Sequences that need no tokenizer (signals, spectra) train with the same
+model: --config.dataset=npz:FILE.npz (aisci/data/npz_source.py).
+
+Commands:
+  python -m aisci.main --config=configs/transformer_text.py:sst2 --workdir=runs/sst2
+  python -m aisci.main --config=configs/transformer_text.py \
+      --config.dataset=npz:signals.npz --workdir=runs/signals
+"""
+
+import ml_collections
+
+VARIANTS = ('sst2', 'imdb')
+
+
+def get_config(arg=None):
+  variant = arg or 'sst2'
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown variant {variant!r} of transformer_text; known: {VARIANTS}.')
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dtype = 'float32'  # compute dtype; 'bfloat16' on GPU/TPU
+
+  config.dataset = 'tsv:.cache/data/sst2'
+  config.data_dir = ''
+  config.train_split = 'train'
+  config.eval_split = 'dev'  # SST-2's test labels are not public
+  config.input = ml_collections.ConfigDict(dict(
+      text_column='sentence',
+      label_column='label',
+      class_names=('negative', 'positive'),  # label 0 and 1
+      tokenizer='wordpiece',  # wordpiece | bpe | byte (no vocabulary)
+      vocab_size=8000,
+      max_length=64,  # tokens, [CLS] included; longer texts are truncated
+      augment='none',
+      batch_size=128,
+      eval_batch_size=256,
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      name='transformer',
+      width=128,
+      depth=2,
+      num_heads=4,
+      mlp_dim=256,
+      posemb='learned',
+      norm='pre',
+      pool='mean',
+      dropout=0.1,
+      attention_dropout=0.1,
+      gelu_approximate=True,
+      patch_size=4,  # float sequences (npz:) only: 4 values per token
+  ))
+  config.task = ml_collections.ConfigDict(dict(
+      name='classification',
+      label_smoothing=0.0,
+  ))
+
+  config.total_steps = 1600  # 3 epochs of SST-2's 67,349 phrases
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name='adamw',
+      learning_rate=1e-3,
+      weight_decay=0.01,
+      b1=0.9,
+      b2=0.999,
+      momentum=0.9,  # sgd only
+      nesterov=False,  # sgd only
+      grad_clip_norm=1.0,
+      freeze=(),
+      layer_decay=1.0,
+      skip_nonfinite_updates=False,
+  ))
+  config.schedule = ml_collections.ConfigDict(dict(
+      warmup_steps=100,
+      decay='cosine',
+      end_learning_rate_factor=0.01,
+  ))
+  config.init = ml_collections.ConfigDict(dict(path='', format='auto', reinit=()))
+  config.prune = ml_collections.ConfigDict(dict(sparsity=0.0))
+
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  config.grad_accum_steps = 1
+  config.log_every_steps = 100
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
+  config.keep_checkpoints = 2
+  config.best_metric = 'accuracy'
+  config.best_metric_mode = 'max'
+  config.early_stopping_patience = 0  # evaluations without improvement; 0: never stop
+
+  if variant == 'imdb':
+    config.dataset = 'tsv:.cache/data/imdb'
+    config.eval_split = 'test'
+    config.input.text_column = 'text'
+    config.input.max_length = 256
+    config.input.batch_size = 64
+    config.input.eval_batch_size = 128
+    config.total_steps = 2000
+  return config
