@@ -2,7 +2,7 @@
 job: the same parameters, losses and evaluation as one process with 8
 devices and the same global batch. Each process is a real
 `python -m aisci.main` joined by --coordinator_address/--num_processes/
---process_id."""
+--process_id. And a stop signal to one process stops both at one step."""
 
 import json
 import os
@@ -96,3 +96,35 @@ def test_two_processes_train_like_one_process_with_as_many_devices(
   assert report_2['report']['num_examples'] == 500
   np.testing.assert_array_equal(report_2['report']['confusion_matrix'],
                                 report_1['report']['confusion_matrix'])
+
+
+AGREEMENT = '''
+import sys
+import jax
+jax.config.update('jax_num_cpu_devices', 2)
+from aisci.train import distributed, sharding
+pid = int(sys.argv[2])
+assert distributed.initialize('auto', sys.argv[1], 2, pid)
+agreement = distributed.StopAgreement(sharding.make_mesh({'data': -1}))
+# Only process 1 is signalled, after step 3; both must stop at one step.
+for step in range(1, 10):
+  if agreement(pid == 1 and step >= 3):
+    print('STOP AT', step)
+    break
+'''
+
+
+def test_processes_agree_to_stop_at_the_same_step():
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  address = f'localhost:{_free_port()}'
+  runs = [subprocess.Popen([sys.executable, '-c', AGREEMENT, address, str(i)],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (out, err) in zip(runs, outputs):
+    assert run.returncode == 0, err[-3000:]
+  # Read one step late, so that the host never waits for the all-reduce.
+  stops = [[l for l in out.splitlines() if l.startswith('STOP')]
+           for out, _ in outputs]
+  assert stops == [['STOP AT 4'], ['STOP AT 4']], outputs
