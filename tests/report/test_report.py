@@ -12,6 +12,7 @@ import tensorflow as tf
 from aisci import report
 from aisci.report import plots
 from aisci.report import report_md
+from aisci.report import write
 
 # name -> (width, height) in pixels: figure inches x plots.DPI.
 EXPECTED_PNGS = {
@@ -119,3 +120,37 @@ def test_render_takes_a_segmentation_report_without_confusion_names():
   assert '| class | dice | iou |' in text
   assert '| membrane | 0.6000 | 0.4300 |' in text
   assert '## Timings' not in text and '## Pictures' not in text
+
+
+def test_write_all_for_a_segmentation_run(tmp_path):
+  """No per-class list, a pixel 'confusion', [n, h, w, classes] outputs."""
+  records = [{'step': s, 'time': float(s), 'train/loss': 1.0 / s,
+              'train/pixel_accuracy': 1 - 1.0 / s} for s in (1, 2, 3)]
+  records.append({'step': 3, 'time': 4.0, 'eval/loss': 0.4,
+                  'eval/mean_dice': 0.7})
+  (tmp_path / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in records))
+  seg_report = {'per_class': {'background': {'dice': 0.9, 'iou': 0.8},
+                              'membrane': {'dice': 0.5, 'iou': 0.33}},
+                'confusion': [[900, 100], [50, 150]], 'num_examples': 2}
+  figures = report.write_all(
+      str(tmp_path), config={'eval_split': 'test', 'task': {'name': 'seg'}},
+      task=None, class_names=['background', 'membrane'],
+      scalars={'loss': 0.4, 'mean_dice': 0.7}, report=seg_report, step=3)
+  assert sorted(figures.values()) == [
+      'confusion_matrix.png', 'curve_loss.png', 'curve_mean_dice.png',
+      'curve_pixel_accuracy.png']
+  assert_real_png(tmp_path / 'confusion_matrix.png', (500, 425))
+  text = (tmp_path / 'report.md').read_text()
+  assert '| membrane | 0.5000 | 0.3300 |' in text
+  # The overlays, from examples with normalized images and per-pixel logits.
+  rng = np.random.default_rng(1)
+  labels = (rng.random((2, 32, 32)) > 0.7).astype(np.int32)
+  logits = np.stack([1 - labels, labels], -1) + 0.6 * rng.random((2, 32, 32, 2))
+  examples = {'image': rng.normal(size=(2, 32, 32, 1)).astype(np.float32),
+              'label': labels, 'outputs': logits}
+  found = write.example_figures(examples, 'image', 'label', ['bg', 'fg'],
+                                {'input': {'mean': [0.5], 'std': [0.2]}},
+                                str(tmp_path))
+  assert found == {'Segmentation overlays': 'overlays.png'}
+  assert_real_png(tmp_path / 'overlays.png', (800, 430))
