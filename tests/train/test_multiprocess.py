@@ -1,6 +1,7 @@
-"""Two processes x 4 CPU devices (gloo collectives) train as one 8-device
-job: the same parameters, losses and evaluation as one process with 8
-devices and the same global batch. Each process is a real
+"""Two processes x 4 CPU devices (gloo collectives; FSDP within a process,
+data parallel across) train as one 8-device job: the same parameters,
+losses and evaluation as one process with 8 devices (data parallel) and the
+same global batch. Each process is a real
 `python -m aisci.main` joined by --coordinator_address/--num_processes/
 --process_id. And a stop signal to one process stops both at one step."""
 
@@ -64,7 +65,10 @@ def test_two_processes_train_like_one_process_with_as_many_devices(
   address = f'localhost:{_free_port()}'
   runs = [subprocess.Popen(
       _command(cifar10_small, multi, 4, f'--coordinator_address={address}',
-               '--num_processes=2', f'--process_id={i}'),
+               '--num_processes=2', f'--process_id={i}',
+               # FSDP inside each host, data parallel across: each process
+               # saves its own part of every parameter.
+               '--config.mesh.fsdp=4'),
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True) for i in range(2)]
   runs.append(subprocess.Popen(
@@ -82,7 +86,7 @@ def test_two_processes_train_like_one_process_with_as_many_devices(
     assert run.returncode == 0, log[-4000:]
   for i in range(2):
     assert 'Joined a 2-process job as process %d' % i in logs[i], logs[i][-2000:]
-    assert "Mesh {'data': 8} over 8 devices, 2 process(es)" in logs[i]
+    assert "Mesh {'data': 2, 'fsdp': 4} over 8 devices, 2 process(es)" in logs[i]
   assert "Mesh {'data': 8} over 8 devices, 1 process(es)" in logs[2]
 
   steps_1, params_1, losses_1, report_1 = _final(single)
