@@ -82,6 +82,11 @@ class Progress:
     return ' | '.join(parts)
 
 
+def _rate(per_second: float) -> str:
+  """1,234 / 56 / 0.43: whole numbers unless that would read 0."""
+  return f'{per_second:,.0f}' if per_second >= 10 else f'{per_second:.2g}'
+
+
 def track(items: Iterable[T], total: int, what: str, *, unit: str = 'items',
           size: Callable[[T], int] = lambda item: 1,
           every_seconds: float = 30.0, first_after: float = 10.0,
@@ -116,12 +121,12 @@ def track(items: Iterable[T], total: int, what: str, *, unit: str = 'items',
       rate = done / max(now - start, 1e-9)
       if total > 0:
         log(f'{what}: {done:,}/{total:,} {unit} ({done / total:.0%}) | '
-            f'{rate:,.0f} {unit}/s | '
+            f'{_rate(rate)} {unit}/s | '
             f'ETA {format_duration((total - done) / max(rate, 1e-9))}')
       else:  # Unknown length (e.g. tf.data's cardinality -1): no ETA.
-        log(f'{what}: {done:,} {unit} | {rate:,.0f} {unit}/s')
+        log(f'{what}: {done:,} {unit} | {_rate(rate)} {unit}/s')
       next_line, logged = now + every_seconds, True
   if logged:
     elapsed = clock() - start
     log(f'{what}: {done:,} {unit} in {format_duration(elapsed)} '
-        f'({done / max(elapsed, 1e-9):,.0f} {unit}/s)')
+        f'({_rate(done / max(elapsed, 1e-9))} {unit}/s)')

@@ -37,6 +37,10 @@ def test_track_is_silent_for_short_loops_and_passes_items_through():
   # Unknown length: count and rate only.
   lines = _run(range(30), 1.0, total=-1, what='Reading', unit='files')
   assert lines[0] == 'Reading: 10 files | 1 files/s'
+  # Slow loops: the rate keeps two digits rather than reading 0.
+  lines = _run(range(10), 4.0, total=10, what='Evaluating', unit='batches')
+  assert lines == ['Evaluating: 3/10 batches (30%) | 0.25 batches/s | ETA 0:28',
+                   'Evaluating: 10 batches in 0:40 (0.25 batches/s)']
 
 
 def test_timings_count_training_only():
