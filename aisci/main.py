@@ -18,6 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from aisci import compile_cache
 from aisci.train import distributed
 from aisci.train import checkpoint
 from aisci.train import loop
@@ -61,6 +62,11 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'trained (model, data, optimizer...); without it that is refused with '
     'the list of differing fields. Changes are logged to '
     'WORKDIR/config_changes.jsonl.')
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', None, "JAX's persistent compilation cache: "
+    'compiled steps are saved there and the next run with the same shapes '
+    'starts without compiling them (benchmarks/README.md). Default: '
+    "$XDG_CACHE_HOME/aisci/jax or ~/.cache/aisci/jax; '' turns it off.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -80,6 +86,7 @@ def main(argv):
   if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
     # Must happen before JAX first touches its backends.
     jax.config.update('jax_num_cpu_devices', _CPU_DEVICES.value)
+  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
