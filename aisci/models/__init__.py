@@ -18,6 +18,7 @@ MODELS = {
     'unet': 'aisci.models.unet:UNet',
     'transformer': 'aisci.models.transformer:TransformerEncoder',
     'multi_head': 'aisci.models.heads:MultiHead',
+    'fastcnn': 'aisci.models.fastcnn:FastCNN',
 }
 
 

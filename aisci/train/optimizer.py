@@ -8,6 +8,7 @@ import jax
 import ml_collections
 import optax
 
+from aisci.train import lookahead as lookahead_lib
 from aisci.train import prune as prune_lib
 
 
@@ -133,6 +134,12 @@ def make_optimizer(config: ml_collections.ConfigDict
     tx = optax.multi_transform(
         {'trained': tx, 'frozen': optax.set_to_zero()},
         lambda params: frozen_labels(params, opt.freeze))
+  lookahead = opt.get('lookahead')
+  if lookahead is not None and lookahead.every:
+    # Before pruning, which must stay last; the slow weights are an EMA of
+    # the fast ones (lookahead.py).
+    tx = optax.chain(tx, lookahead_lib.lookahead(
+        lookahead.every, lookahead.decay, config.total_steps))
   prune = config.get('prune')
   if prune is not None and prune.sparsity:
     # Last, so that pruned weights get exactly zero updates (prune.py).

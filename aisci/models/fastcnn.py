@@ -1,0 +1,109 @@
+"""A small fast CNN for CIFAR-sized images, after the CIFAR-10 speed-run
+networks (Page's ResNet-9, 2018; Jordan's airbench, 2024).
+
+  stem:   3x3 conv (stem_width) -> BatchNorm -> GELU
+  groups: per width w: 3x3 conv -> 2x2 max-pool -> BN -> GELU
+                       -> 3x3 conv -> BN -> GELU  (+ input, if residual)
+  head:   global max-pool -> Dense (no bias) -> * head_scale
+
+Few, wide layers at low resolution: most compute runs at 16x16 and below,
+which is what a CPU (or a GPU at large batch) does efficiently. Evaluation
+can average the logits of each image and its mirror image (`tta_flip`), a
+free ~0.5-point gain for a classifier trained with random flips.
+BatchNorm statistics live in `batch_stats`, as in resnet.py.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ConvGroup(nn.Module):
+  """conv -> pool -> BN -> GELU -> conv -> BN -> GELU, halving the resolution.
+
+  [batch, h, w, c] -> [batch, h // 2, w // 2, features].
+  """
+  features: int
+  residual: bool = False
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    conv = functools.partial(nn.Conv, self.features, (3, 3), padding='SAME',
+                             use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=1e-5,
+                             dtype=jnp.float32)  # Norms in float32.
+    x = conv(name='conv1')(x)
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.gelu(norm(name='bn1')(x)).astype(self.dtype)
+    y = conv(name='conv2')(x)
+    y = nn.gelu(norm(name='bn2')(y)).astype(self.dtype)
+    return x + y if self.residual else y
+
+
+class FastCNN(nn.Module):
+  """images [batch, h, w, 3] -> logits [batch, num_classes] float32.
+
+  Attributes:
+    num_classes: size of the head; 0 returns the pooled features
+      [batch, widths[-1]].
+    stem_width: channels of the first 3x3 convolution (full resolution).
+    widths: channels of each ConvGroup; each halves the resolution, so the
+      image side must be divisible by 2 ** len(widths).
+    residual: add each group's pooled input to its output (ResNet-9 style).
+    head_scale: multiplies the logits; < 1 keeps the initial softmax soft
+      (airbench uses 1/9).
+    bn_momentum: Flax BatchNorm momentum of the running statistics
+      (PyTorch's momentum is 1 - this); short runs want a low value.
+    tta_flip: at evaluation (train=False), average the logits of the image
+      and of its horizontal mirror.
+    dtype: compute dtype; parameters, norms and logits stay float32.
+  """
+  num_classes: int
+  stem_width: int = 32
+  widths: Sequence[int] = (64, 256, 256)
+  residual: bool = False
+  head_scale: float = 1.0 / 9
+  bn_momentum: float = 0.9
+  tta_flip: bool = True
+  dtype: Any = jnp.float32
+
+  def features(self, images, *, train: bool):
+    _, h, w, _ = images.shape
+    factor = 2**len(self.widths)
+    if h % factor or w % factor:
+      raise ValueError(
+          f'Image size {h}x{w} is not divisible by {factor} (FastCNN halves '
+          f'it in each of its {len(self.widths)} groups): change '
+          'config.input.image_size or config.model.widths.')
+    x = nn.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
+                dtype=self.dtype, name='stem_conv')(images.astype(self.dtype))
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                     epsilon=1e-5, dtype=jnp.float32, name='stem_bn')(x)
+    x = nn.gelu(x).astype(self.dtype)
+    for i, width in enumerate(self.widths):
+      x = ConvGroup(width, residual=self.residual,
+                    bn_momentum=self.bn_momentum, dtype=self.dtype,
+                    name=f'group{i + 1}')(x, train=train)
+    return jnp.max(x.astype(jnp.float32), axis=(1, 2))  # Global max-pool.
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False):
+    if self.tta_flip and not train:
+      # One pass over the image and its mirror: [2 * batch, ...].
+      n = images.shape[0]
+      both = jnp.concatenate([images, images[:, :, ::-1]], axis=0)
+      x = self.features(both, train=False)
+    else:
+      x = self.features(images, train=train)
+    if not self.num_classes:
+      return (x[:n] + x[n:]) / 2 if self.tta_flip and not train else x
+    logits = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32,
+                      name='head')(x) * self.head_scale
+    if self.tta_flip and not train:
+      logits = (logits[:n] + logits[n:]) / 2
+    return logits

@@ -1,0 +1,86 @@
+"""A fast CNN on CIFAR-10 from scratch, in the spirit of the speed-run
+networks (Page's ResNet-9, Jordan's airbench): aisci/models/fastcnn.py.
+
+Variants (after a colon: configs/cifar_fast.py:cpu):
+  default  widths 64/256/256 (airbench94's), batch 512, 10 epochs; a GPU
+           recipe (tens of seconds on an H100-class GPU).
+  cpu      widths 32/128/128 (a quarter of the compute), for 2 CPU cores:
+           EXPECTED_CPU below.
+  tiny     a few hundred steps at width 16/32/32, to check the recipe
+           learns (about a minute).
+
+Recipe: BatchNorm, GELU, max-pool, SGD with Nesterov momentum, linear
+warm-up then linear decay to 0, label smoothing 0.2, crop+flip
+augmentation, lookahead (an EMA of the weights every 5 steps, the model
+ending at the EMA; aisci/train/lookahead.py), and test-time augmentation
+(logits averaged with the mirror image's) at evaluation.
+
+Commands:
+  python -m aisci.main --config=configs/cifar_fast.py:cpu \
+      --config.dataset=imagefolder:.cache/data/cifar10-jpeg --workdir=runs/fast_cpu
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+VARIANTS = ('default', 'cpu', 'tiny')
+
+
+def _base_config() -> ml_collections.ConfigDict:
+  """configs/resnet_cifar.py's config: every field the trainer reads."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'resnet_cifar.py')
+  spec = importlib.util.spec_from_file_location('resnet_cifar', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config('default')
+
+
+def get_config(arg=None):
+  variant = arg or 'default'
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown variant {variant!r} of cifar_fast; known: {VARIANTS}.')
+  config = _base_config()
+  config.input.batch_size = 512
+  config.input.augment = 'cifar'  # reflect-pad 4, random crop, flip
+  config.model = ml_collections.ConfigDict(dict(
+      name='fastcnn',
+      stem_width=32,
+      widths=(64, 256, 256),
+      residual=False,
+      head_scale=1.0 / 9,
+      bn_momentum=0.6,  # short runs: running statistics must follow quickly
+      tta_flip=True,
+  ))
+  config.task.label_smoothing = 0.2
+
+  steps_per_epoch = 50_000 // config.input.batch_size  # 97
+  epochs = 10
+  config.total_steps = epochs * steps_per_epoch
+  config.optimizer.update(dict(
+      name='sgd', learning_rate=0.4, momentum=0.9, nesterov=True,
+      weight_decay=5e-4, grad_clip_norm=0.0))
+  config.optimizer.lookahead = ml_collections.ConfigDict(dict(
+      every=5,  # steps between EMA syncs; 0 turns lookahead off
+      decay=0.95**5,  # EMA decay per sync at the end of training
+  ))
+  config.schedule.update(dict(
+      warmup_steps=2 * steps_per_epoch, decay='linear',
+      end_learning_rate_factor=0.0))
+  config.log_every_steps = 50
+  config.eval_every_steps = 5 * steps_per_epoch
+  config.checkpoint_every_steps = 2 * steps_per_epoch
+
+  if variant == 'cpu':
+    config.model.widths = (32, 128, 128)
+    config.model.stem_width = 24
+  elif variant == 'tiny':
+    config.model.widths = (16, 32, 32)
+    config.model.stem_width = 16
+    config.total_steps = 300
+    config.schedule.warmup_steps = 50
+    config.eval_every_steps = 100_000
+    config.checkpoint_every_steps = 300
+  return config

@@ -1,0 +1,102 @@
+"""FastCNN: shapes, parameter count, test-time flip, BatchNorm state, config."""
+
+import importlib.util
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aisci import models
+from aisci.models.fastcnn import FastCNN
+
+CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'cifar_fast.py'
+
+
+def images(n=4, size=16, seed=1):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(n, size, size, 3)),
+                     jnp.float32)
+
+
+def small(**kw):
+  return FastCNN(num_classes=7, stem_width=8, widths=(8, 16), **kw)
+
+
+def test_parameter_count_matches_the_architecture():
+  stem, widths, classes = 32, (64, 256, 256), 10
+  expected = 27 * stem + 2 * stem  # stem conv (no bias) + BatchNorm
+  c = stem
+  for w in widths:
+    expected += 9 * c * w + 9 * w * w + 4 * w  # two convs, two BatchNorms
+    c = w
+  expected += c * classes  # head, no bias
+  shapes = jax.eval_shape(FastCNN(num_classes=classes).init,
+                          jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
+  assert count == expected == 1_978_016
+
+
+def test_logits_features_and_batch_stats():
+  model = small(tta_flip=False)
+  x = images()
+  variables = model.init(jax.random.PRNGKey(0), x)
+  logits = model.apply(variables, x)
+  chex.assert_shape(logits, (4, 7))
+  chex.assert_type(logits, jnp.float32)
+  chex.assert_shape(model.clone(num_classes=0).apply(variables, x), (4, 16))
+  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  # Running mean of the stem BatchNorm moves (1 - momentum) of the way from
+  # 0 to the batch mean of the stem convolution's output.
+  stem = jax.lax.conv_general_dilated(
+      x, variables['params']['stem_conv']['kernel'], (1, 1), 'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(
+      updates['batch_stats']['stem_bn']['mean'],
+      (1 - model.bn_momentum) * stem.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
+  plain = small(tta_flip=False)
+  tta = small(tta_flip=True)
+  x = images()
+  variables = plain.init(jax.random.PRNGKey(0), x)
+  expected = (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1])) / 2
+  np.testing.assert_allclose(tta.apply(variables, x), expected, rtol=1e-5,
+                             atol=1e-6)
+  # A mirrored image gets the same TTA prediction.
+  np.testing.assert_allclose(tta.apply(variables, x[:, :, ::-1]), expected,
+                             rtol=1e-5, atol=1e-6)
+  # Training is unchanged by the flag.
+  train = lambda m: m.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  np.testing.assert_array_equal(train(tta), train(plain))
+
+
+def test_residual_changes_the_function_not_the_parameters():
+  x = images()
+  variables = small().init(jax.random.PRNGKey(0), x)
+  residual = small(residual=True)
+  chex.assert_trees_all_equal_shapes(
+      variables, residual.init(jax.random.PRNGKey(0), x))
+  assert not np.allclose(small().apply(variables, x),
+                         residual.apply(variables, x))
+
+
+def test_image_size_must_divide_by_the_pooling():
+  with pytest.raises(ValueError, match='not divisible by 4'):
+    small().init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
+
+
+@pytest.mark.parametrize('variant', ['default', 'cpu', 'tiny'])
+def test_config_variants_build(variant):
+  spec = importlib.util.spec_from_file_location('cifar_fast', CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant)
+  model = models.build_model(config.model, num_classes=10)
+  assert isinstance(model, FastCNN)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((2, 32, 32, 3)))
+  chex.assert_shape(shapes['params']['head']['kernel'],
+                    (config.model.widths[-1], 10))
