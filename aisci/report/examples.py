@@ -1,13 +1,13 @@
 """A few evaluation examples with the model's outputs, for the pictures.
 
 The report needs examples with their predictions (misclassified images,
-segmentation overlays). They are computed here, on process 0's first
-evaluation batches, with one local copy of the parameters: no collective
+segmentation overlays). They are computed here, on process 0's share of the
+evaluation split, with one local copy of the parameters: no collective
 runs, so the other processes need not take part.
 """
 
 import functools
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -28,23 +28,33 @@ def _local_copy(x: Any) -> Any:
 
 
 def collect(model: nn.Module, params: Any, model_state: Mapping[str, Any],
-            batches: Iterable[Mapping[str, np.ndarray]], input_key: str, *,
+            batches: Any, input_key: str, *,
             max_examples: int = 1000) -> Optional[dict[str, np.ndarray]]:
-  """The first real (mask True) examples of `batches` with 'outputs'.
+  """Up to `max_examples` real (mask True) examples with their 'outputs'.
 
   Args:
     model: the Flax module (called with train=False).
     params, model_state: the trained variables (global arrays).
-    batches: evaluation batches of numpy arrays, with a 'mask' of real rows.
+    batches: evaluation batches (dicts of arrays with a 'mask' of real rows):
+      a tf.data.Dataset, whose length spreads the examples over the split
+      (the first max_examples / length rows of every batch: an evaluation
+      split sorted by class gives every class), or any iterable (its first
+      rows).
     input_key: the model's input in a batch (task.input_key).
-    max_examples: stop after this many.
+    max_examples: at most this many.
   Returns:
-    The batches' arrays, concatenated, padding rows dropped, plus 'outputs':
-    the model's outputs for those rows; None if there are no examples.
+    The chosen rows' arrays, concatenated, padding rows dropped, plus
+    'outputs': the model's outputs for them; None if there are none.
   """
+  rows = max_examples
+  if hasattr(batches, 'cardinality'):  # tf.data.Dataset
+    length = int(batches.cardinality())
+    rows = -(-max_examples // length) if length > 0 else max_examples
+    batches = batches.as_numpy_iterator()
   variables = jax.tree.map(_local_copy, {'params': params, **model_state})
   parts, count = [], 0
   for batch in batches:
+    batch = {k: np.asarray(v)[:rows] for k, v in batch.items()}
     real = np.asarray(batch.get('mask', np.ones(len(batch[input_key]), bool)),
                       bool)
     outputs = np.asarray(predict(model, variables, batch[input_key]))

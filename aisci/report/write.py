@@ -12,7 +12,7 @@ and eval_report.json are already saved by then.
 import collections
 import json
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -137,7 +137,7 @@ def write_all(workdir: str, *, config: Any, task: Any,
               report: Mapping[str, Any], step: int,
               timings: Optional[Mapping[str, float]] = None,
               model: Any = None, state: Any = None,
-              eval_batches: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
+              eval_batches: Any = None,
               input_key: Optional[str] = None,
               max_examples: int = 1000) -> dict[str, str]:
   """Writes WORKDIR/report.md and its PNGs; returns {caption: file name}.
@@ -150,8 +150,10 @@ def write_all(workdir: str, *, config: Any, task: Any,
     scalars, report: the final evaluation (as in eval_report.json).
     step: the evaluated step.
     timings: from aisci.train.progress.Progress.timings().
-    model, state, eval_batches: to draw examples with predictions (the
-      first `max_examples` of the evaluation batches); left out: no examples.
+    model, state, eval_batches: to draw examples with predictions:
+      `max_examples` of the evaluation batches (a tf.data.Dataset, to spread
+      them over the split, or an iterable of numpy batches; see
+      examples.collect); left out: no examples.
     input_key: the model's input in a batch (default task.input_key or
       'image').
   Only process 0 writes; the other processes return {} at once.

@@ -308,5 +308,5 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       workdir, config=config, task=task, class_names=class_names,
       scalars=scalars, report=report, step=final_step,
       timings=progress.timings(), model=model, state=state,
-      eval_batches=eval_dataset.as_numpy_iterator(), input_key=input_key)
+      eval_batches=eval_dataset, input_key=input_key)
   return scalars

@@ -154,3 +154,32 @@ def test_write_all_for_a_segmentation_run(tmp_path):
                                 str(tmp_path))
   assert found == {'Segmentation overlays': 'overlays.png'}
   assert_real_png(tmp_path / 'overlays.png', (800, 430))
+
+
+def test_examples_are_spread_over_the_evaluation_batches():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from aisci.report import examples  # pylint: disable=g-import-not-at-top
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return nn.Dense(3)(x)
+
+  model = Linear()
+  x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+  # 4 batches of 10, sorted by label as an imagefolder split is; the last
+  # batch's final 4 rows are padding.
+  dataset = tf.data.Dataset.from_tensor_slices(dict(
+      x=x, label=np.repeat(np.arange(4), 10),
+      mask=np.arange(40) < 36)).batch(10)
+  variables = model.init(jax.random.PRNGKey(0), x[:1])
+  found = examples.collect(model, variables['params'], {}, dataset, 'x',
+                           max_examples=8)
+  np.testing.assert_array_equal(found['label'], [0, 0, 1, 1, 2, 2, 3, 3])
+  np.testing.assert_allclose(found['outputs'],
+                             model.apply(variables, found['x']), atol=1e-6)
+  # A plain iterator: the first rows, padding (mask False) left out.
+  found = examples.collect(model, variables['params'], {},
+                           dataset.skip(3).as_numpy_iterator(), 'x')
+  np.testing.assert_array_equal(found['x'], x[30:36])
