@@ -11,14 +11,16 @@ read by all processes together; only process 0 writes logs and reports.
 `initialize` must run before anything touches JAX's backends.
 """
 
+import itertools
 import os
-from typing import Optional
+from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
+from orbax.checkpoint import multihost as orbax_multihost
 
 
 def _int_env(name: str) -> int:
@@ -115,3 +117,23 @@ class StopAgreement:
         self._flags, np.full((self._local,), bool(local_flag)))
     previous, self._pending = self._pending, self._any(flags)
     return previous is not None and bool(previous.addressable_data(0))
+
+
+def compile_together(step: Callable[..., Any], state: Any,
+                     batches: Iterator[Any]) -> tuple[Callable[..., Any],
+                                                      Iterator[Any]]:
+  """Every process compiles the jitted `step` before any process runs it.
+
+  Cross-process collectives on CPU (gloo) give the processes 30 s to meet
+  at their first collective, and compiling takes longer on a host that has
+  other work; so with several processes the step is compiled ahead (on the
+  first batch, which is put back) and the processes wait for each other at
+  a barrier of JAX's coordination service. One process: returned as is.
+  """
+  if jax.process_count() == 1:
+    return step, batches
+  first = next(batches)
+  compiled = step.lower(state, first).compile()
+  orbax_multihost.get_barrier_sync_fn()(key='aisci_train_step_compiled',
+                                        timeout_ms=30 * 60 * 1000)
+  return compiled, itertools.chain([first], batches)

@@ -232,6 +232,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  config.total_steps / pipeline.steps_per_epoch(
                      train_source, config.input.batch_size))
   stop_agreement = distributed.StopAgreement(mesh)
+  train_step, train_batches = distributed.compile_together(
+      train_step, state, train_batches)
   try:
     pending_metrics = []
     for step in range(start_step, end_step):

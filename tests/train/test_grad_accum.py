@@ -48,7 +48,7 @@ def test_accumulated_step_equals_big_batch_step_in_less_memory():
   config.optimizer.update(name='sgd', momentum=0.0, learning_rate=1.0)
   config.schedule.warmup_steps = 0
   model, task, tx, schedule, state = _setup(config)
-  batch = _batch(64)
+  batch = _batch(32)
   results = {}
   for k in (1, 4):
     step = jax.jit(functools.partial(

@@ -29,7 +29,9 @@ def _command(dataset, workdir, cpu_devices, *extra):
           '--config.model.width=32', '--config.model.depth=1',
           '--config.model.mlp_dim=64', '--config.model.num_heads=2',
           '--config.model.patch_size=8', '--config.model.dropout=0.1',
-          '--config.schedule.warmup_steps=1', *extra]
+          '--config.schedule.warmup_steps=1',
+          # Streamed: decode only the images the 6 steps and the evaluation read.
+          '--config.input.cache=False', *extra]
 
 
 def _free_port() -> int:
