@@ -3,7 +3,7 @@ al. 2015's data): two classes per pixel, membrane and cell interior.
 
 Data: segfolder:PATH with PATH/{train,val}/{images,masks}/N.png (25 train,
 5 val slices of 512x512; `make data` extracts ../shared/data/
-isbi2012-membrane.tar.gz into .cache/data). Training sees random 256x256
+isbi2012-membrane.tar.gz into .cache/data). Training sees random 128x128
 crops under the 8 flips/90-degree rotations; evaluation runs on the full
 512x512 validation slices (the U-Net is fully convolutional) and reports
 per-class and mean Dice and IoU over all their pixels.
@@ -40,8 +40,9 @@ def get_config(arg=None):
       image_size=0,  # 0: keep the files' 512x512
       channels=1,  # grayscale EM
       class_names=('membrane', 'interior'),  # mask 0 and 255
-      crop_size=256,  # random training crops; eval sees whole slices
+      crop_size=128,  # random training crops; eval sees whole slices
       augment='dihedral',  # the 8 flips and 90-degree rotations, image and mask alike
+      intensity_jitter=0.1,  # brightness/contrast +-10%, image only
       batch_size=8,
       eval_batch_size=8,  # the 5 slices, padded
       cache=True,
@@ -55,6 +56,7 @@ def get_config(arg=None):
       base_width=16,
       norm='batch',
       upsample='transpose',
+      tta='dihedral',  # evaluate on the 8 flips/rotations, averaged
   ))
   config.task = ml_collections.ConfigDict(dict(
       name='segmentation',
@@ -63,7 +65,7 @@ def get_config(arg=None):
       target='label',
   ))
 
-  config.total_steps = 1200
+  config.total_steps = 760
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adamw',
       learning_rate=2e-3,
@@ -88,8 +90,8 @@ def get_config(arg=None):
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   config.grad_accum_steps = 1
   config.log_every_steps = 50
-  config.eval_every_steps = 200
-  config.checkpoint_every_steps = 200
+  config.eval_every_steps = 380
+  config.checkpoint_every_steps = 190
   config.keep_checkpoints = 2
   # Keep the checkpoint of the best validation Dice besides the latest.
   config.best_metric = 'mean_dice'

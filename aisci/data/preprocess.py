@@ -24,6 +24,19 @@ def _normalize(features, options):
   return features
 
 
+def _jitter_intensity(image, seed, strength):
+  """Random brightness and contrast, +-strength, on uint8 [h, w, c]: slices
+  of a volume differ in staining and exposure, their geometry does not."""
+  brightness_seed, contrast_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=2))
+  x = tf.cast(image, tf.float32)
+  mean = tf.reduce_mean(x)
+  contrast = tf.random.stateless_uniform((), contrast_seed, 1 - strength, 1 + strength)
+  brightness = tf.random.stateless_uniform((), brightness_seed, -strength, strength)
+  x = (x - mean) * contrast + mean + 255.0 * brightness
+  return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+
 def _with_class_fractions(features, num_classes):
   # Per-example share of each class's pixels [num_classes]: a free regression
   # target for multi-task learning (e.g. membrane area of a crop).
@@ -36,7 +49,8 @@ def make_preprocess(options: Mapping[str, Any], source: source_lib.Source
   """(train_fn(features, seed), eval_fn(features)) for `source.kind`.
 
   options: config.input; reads `augment`, and for images `mean`, `std`, for
-  segmentation also `crop_size` (0: no crop).
+  segmentation also `crop_size` (0: no crop) and `intensity_jitter`
+  (brightness/contrast strength on the image only; 0: none).
   """
   augment = augment_lib.get_augmentation(options['augment'])
   kind = source.kind
@@ -48,11 +62,12 @@ def make_preprocess(options: Mapping[str, Any], source: source_lib.Source
 
   if kind == 'segmentation':
     crop_size = int(options['crop_size'])
+    jitter = float(options.get('intensity_jitter', 0.0))
     num_classes = len(source.class_names)
 
     def train_fn(features, seed):
-      crop_seed, augment_seed = tf.unstack(
-          tf.random.experimental.stateless_split(seed, num=2))
+      crop_seed, augment_seed, jitter_seed = tf.unstack(
+          tf.random.experimental.stateless_split(seed, num=3))
       image = features['image']
       channels = image.shape[-1]
       # Labels are < 256 (checked by the source): uint8 holds them exactly.
@@ -61,7 +76,10 @@ def make_preprocess(options: Mapping[str, Any], source: source_lib.Source
       if crop_size:
         both = augment_lib.random_crop(both, crop_seed, crop_size)
       both = augment(both, augment_seed)
-      features = dict(features, image=both[..., :channels],
+      image = both[..., :channels]
+      if jitter:
+        image = _jitter_intensity(image, jitter_seed, jitter)
+      features = dict(features, image=image,
                       label=tf.cast(both[..., channels], tf.int32))
       return _with_class_fractions(_normalize(features, options), num_classes)
 

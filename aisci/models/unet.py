@@ -55,6 +55,9 @@ class UNet(nn.Module):
     upsample: 'transpose' (2x2 stride-2 transposed conv, as in the paper) or
       'resize' (bilinear 2x resize, then a 1x1 conv halving the channels;
       free of checkerboard artefacts).
+    tta: test-time augmentation at evaluation (train=False): 'dihedral'
+      averages the logits over the 8 flips and 90-degree rotations of each
+      (square) image, undone on the outputs; 'none' for a single pass.
     dtype: compute dtype; parameters, norms and logits stay float32.
   """
   num_classes: int
@@ -62,6 +65,7 @@ class UNet(nn.Module):
   base_width: int = 64
   norm: str = 'batch'
   upsample: str = 'transpose'
+  tta: str = 'none'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -76,7 +80,20 @@ class UNet(nn.Module):
     if self.upsample not in ('transpose', 'resize'):
       raise ValueError("config.model.upsample must be 'transpose' or "
                        f"'resize', not {self.upsample!r}.")
-    _, h, w, _ = images.shape
+    if self.tta not in ('none', 'dihedral'):
+      raise ValueError("config.model.tta must be 'none' or 'dihedral', not "
+                       f'{self.tta!r}.')
+    # Averaging needs the logits: a backbone (num_classes=0) skips it.
+    use_tta = self.tta == 'dihedral' and not train and bool(self.num_classes)
+    n, h, w, _ = images.shape
+    if use_tta:
+      if h != w:
+        raise ValueError(f"tta='dihedral' needs square images, got {h}x{w}.")
+      # The 8 views go through one pass as one batch (same parameters; in
+      # evaluation BatchNorm uses its running statistics, so views do not
+      # interact).
+      images = jnp.concatenate(
+          [_dihedral(images, k, flip) for k in range(4) for flip in (False, True)])
     factor = 2**self.depth
     if h % factor or w % factor:
       ceil = lambda n: -(-n // factor) * factor
@@ -107,5 +124,22 @@ class UNet(nn.Module):
     if not self.num_classes:
       return x.astype(jnp.float32)
     # Logits in float32: softmax cross-entropy is unstable in bf16.
-    return nn.Conv(self.num_classes, (1, 1), dtype=jnp.float32,
-                   name='logits')(x)
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=jnp.float32,
+                     name='logits')(x)
+    if use_tta:
+      views = jnp.split(logits, 8)
+      undone = [_undo_dihedral(v, k, flip) for v, (k, flip) in zip(
+          views, [(k, f) for k in range(4) for f in (False, True)])]
+      logits = jnp.mean(jnp.stack(undone), axis=0)
+    return logits
+
+
+def _dihedral(x, k, flip):
+  """Rotates [batch, h, w, c] by k * 90 degrees, then mirrors if flip."""
+  x = jnp.rot90(x, k, axes=(1, 2))
+  return x[:, :, ::-1] if flip else x
+
+
+def _undo_dihedral(x, k, flip):
+  x = x[:, :, ::-1] if flip else x
+  return jnp.rot90(x, -k, axes=(1, 2))

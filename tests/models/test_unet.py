@@ -114,3 +114,25 @@ def test_bad_fields_raise():
     jax.eval_shape(UNet(2, norm='layer').init, key(), images)
   with pytest.raises(ValueError, match='upsample'):
     jax.eval_shape(UNet(2, upsample='nearest').init, key(), images)
+
+
+def test_dihedral_tta_averages_the_eight_views():
+  model = UNet(num_classes=2, depth=2, base_width=4, norm="batch")
+  tta = UNet(num_classes=2, depth=2, base_width=4, norm='batch',
+                  tta='dihedral')
+  x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  views = []
+  for k in range(4):
+    for flip in (False, True):
+      view = np.rot90(x, k, axes=(1, 2))
+      view = view[:, :, ::-1] if flip else view
+      out = np.asarray(model.apply(variables, np.ascontiguousarray(view)))
+      out = out[:, :, ::-1] if flip else out
+      views.append(np.rot90(out, -k, axes=(1, 2)))
+  np.testing.assert_allclose(tta.apply(variables, x), np.mean(views, axis=0),
+                             rtol=1e-5, atol=1e-5)
+  # Training ignores it: same output as the plain model.
+  plain = model.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  with_tta = tta.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  np.testing.assert_allclose(with_tta, plain, rtol=1e-6)
