@@ -20,6 +20,20 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
+def max_pool_2x2(x):
+  """[batch, h, w, c] -> [batch, h // 2, w // 2, c], max of each 2x2 block.
+
+  The same values as nn.max_pool(x, (2, 2), strides=(2, 2)), but a reshape
+  and a reduction: its gradient is elementwise, while nn.max_pool's is a
+  select-and-scatter that XLA:CPU expands into iota + scatter (measured:
+  the step of a small FastCNN took ~15 % more CPU time with nn.max_pool).
+  At exact ties the gradient is shared between the maxima instead of going
+  to one of them.
+  """
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class ConvGroup(nn.Module):
   """conv -> pool -> BN -> GELU -> conv -> BN -> GELU, halving the resolution.
 
@@ -38,7 +52,7 @@ class ConvGroup(nn.Module):
                              momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=jnp.float32)  # Norms in float32.
     x = conv(name='conv1')(x)
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = nn.gelu(norm(name='bn1')(x)).astype(self.dtype)
     y = conv(name='conv2')(x)
     y = nn.gelu(norm(name='bn2')(y)).astype(self.dtype)

@@ -4,12 +4,14 @@ import importlib.util
 import pathlib
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from aisci import models
+from aisci.models import fastcnn
 from aisci.models.fastcnn import FastCNN
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'cifar_fast.py'
@@ -36,6 +38,18 @@ def test_parameter_count_matches_the_architecture():
                           jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
   assert count == expected == 1_978_016
+
+
+def test_max_pool_2x2_matches_flax_values_and_gradient():
+  x = images(2, 8)
+  pooled = fastcnn.max_pool_2x2(x)
+  np.testing.assert_array_equal(pooled, nn.max_pool(x, (2, 2), strides=(2, 2)))
+  # Without ties (random floats) the gradients are the same too.
+  weights = images(2, 4)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
+  np.testing.assert_array_equal(
+      grad(fastcnn.max_pool_2x2),
+      grad(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))
 
 
 def test_logits_features_and_batch_stats():
