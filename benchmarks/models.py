@@ -1,0 +1,130 @@
+"""The benchmarked models: aisci configs, and how to build their PyTorch twins.
+
+Each entry is a config file (with variant) plus overrides; the PyTorch model
+is built from the same config fields, so the two cannot drift apart.
+"""
+
+import functools
+import importlib.util
+import os
+
+import ml_collections
+import numpy as np
+
+from benchmarks import common
+
+NUM_CLASSES = 10
+
+# name -> (config file:variant, config overrides, description)
+MODELS = {
+    'vit_ti4': ('configs/vit_cifar.py', dict(
+        model=dict(variant='Ti/4', stochastic_depth=0.0)),
+                'ViT-Ti/4 (width 192, depth 12, 3 heads, MLP 768, 64 tokens)'),
+    'vit_tiny': ('configs/vit_cifar.py:tiny', {},
+                 'vit_cifar.py:tiny (width 128, depth 4, 4 heads, MLP 256)'),
+    'resnet18': ('configs/resnet_cifar.py', {},
+                 'ResNet-18 CIFAR, width 64 (resnet_cifar.py)'),
+    'resnet18_tiny': ('configs/resnet_cifar.py:tiny', {},
+                      'ResNet-18 CIFAR, width 16 (resnet_cifar.py:tiny)'),
+    'fastcnn': ('configs/cifar_fast.py', {},
+                'FastCNN 64/256/256 (cifar_fast.py)'),
+    'fastcnn_cpu': ('configs/cifar_fast.py:cpu', {},
+                    'FastCNN 32/128/128 (cifar_fast.py:cpu)'),
+    'fastcnn_tiny': ('configs/cifar_fast.py:tiny', {},
+                     'FastCNN 16/32/32 (cifar_fast.py:tiny)'),
+}
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """'configs/x.py:variant' (relative to the repository) -> its ConfigDict."""
+  path, _, variant = spec.partition(':')
+  path = os.path.join(common.REPO, path)
+  module_spec = importlib.util.spec_from_file_location('bench_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant or None)
+
+
+def config_for(name: str, batch_size: int | None = None
+               ) -> ml_collections.ConfigDict:
+  """The config of benchmark model `name`; batch_size None keeps the config's."""
+  if name not in MODELS:
+    raise ValueError(f'Unknown benchmark model {name!r}; known: {sorted(MODELS)}.')
+  spec, overrides, _ = MODELS[name]
+  config = load_config(spec)
+  for section, fields in overrides.items():
+    config[section].update(fields)
+  if batch_size:
+    config.input.batch_size = batch_size
+  return config
+
+
+def synthetic_batch(batch_size: int, image_size: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """images [batch, size, size, 3] float32 N(0, 1), labels [batch] int32."""
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(batch_size, image_size, image_size, 3))
+  labels = rng.integers(0, NUM_CLASSES, batch_size)
+  return images.astype(np.float32), labels.astype(np.int32)
+
+
+def aisci_train_step(name: str, batch_size: int):
+  """aisci's train step for model `name`, jitted as aisci/train/loop.py does.
+
+  Returns (jitted step, initial state, batch on the devices): the state is
+  replicated and donated, the batch sharded over a mesh of all devices.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from aisci import models
+  from aisci import tasks
+  from aisci.train import optimizer as optimizer_lib
+  from aisci.train import sharding as sharding_lib
+  from aisci.train import steps
+  # pylint: enable=g-import-not-at-top
+  config = config_for(name, batch_size)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  model = models.build_model(config.model, num_classes=NUM_CLASSES,
+                             dtype=jnp.dtype(config.dtype))
+  task = tasks.build_task(config.task, num_classes=NUM_CLASSES)
+  tx, schedule = optimizer_lib.make_optimizer(config)
+  size = config.input.image_size
+  init_fn = functools.partial(steps.init_state, model=model, tx=tx,
+                              example_input=jnp.zeros((1, size, size, 3)))
+  rng = jax.random.PRNGKey(config.seed)
+  state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
+                                               mesh)
+  state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, task=task, tx=tx,
+                        schedule=schedule),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
+      donate_argnums=(0,))
+  images, labels = synthetic_batch(batch_size, size)
+  batch = {'image': jax.device_put(images, batch_sharding),
+           'label': jax.device_put(labels, batch_sharding)}
+  return train_step, state, batch
+
+
+def torch_model(config: ml_collections.ConfigDict,
+                num_classes: int = NUM_CLASSES):
+  """The PyTorch twin of `config.model` (ViT or CIFAR ResNet-18)."""
+  from aisci import models  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  m = config.model
+  if m.name == 'vit':
+    sizes = models.build_model(m, num_classes=num_classes).sizes()
+    if m.pool != 'gap' or m.dropout or m.attention_dropout or m.stochastic_depth:
+      raise ValueError('The PyTorch ViT twin has mean pooling and no dropout; '
+                       'set pool=gap and zero dropouts in the benchmark config.')
+    return torch_models.ViT(
+        num_classes=num_classes, image_size=config.input.image_size,
+        patch_size=sizes['patch_size'], width=sizes['width'],
+        depth=sizes['depth'], heads=sizes['num_heads'],
+        mlp_dim=sizes['mlp_dim'])
+  if m.name == 'resnet' and m.depth == 18 and m.stem == 'cifar':
+    return torch_models.ResNet18(num_classes=num_classes, width=m.width)
+  raise ValueError(f'No PyTorch twin for model {m.to_dict()}.')

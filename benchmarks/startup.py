@@ -1,0 +1,114 @@
+"""Start-up: time to the first finished train step in a fresh process, without
+and with JAX's persistent compilation cache (aisci/compile_cache.py, on by
+default in `python -m aisci.main`).
+
+  python -m benchmarks.startup
+  python -m benchmarks.startup --models=vit_ti4 --devices=1
+
+Each run is a new Python process that does what `aisci.main` does before
+its first step: import aisci (and with it TensorFlow for the input
+pipeline), split the CPU into `--devices` devices, enable the cache, build
+and jit-initialise the state and run one train step (synthetic batch, so
+that decoding data does not hide compilation). Three runs per model: cache
+off; cache on but empty (compiles and writes it); cache on and filled by the
+previous run (the second start-up of the same experiment).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+from benchmarks import models as bench_models
+
+_MODELS = flags.DEFINE_list('models', ['vit_tiny', 'resnet18_tiny', 'vit_ti4'],
+                            f'Any of {list(bench_models.MODELS)}.')
+_BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
+_DEVICES = flags.DEFINE_integer('devices', 8, 'CPU devices, as aisci.main\'s '
+                                '--cpu_devices (default 8).')
+_REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each kind (median).')
+# Internal: one start-up, in this process.
+_WORKER = flags.DEFINE_bool('worker', False, 'Internal.')
+_MODEL = flags.DEFINE_string('model', None, 'Internal.')
+_CACHE_DIR = flags.DEFINE_string('cache_dir', '', 'Internal; \'\' = no cache.')
+
+
+def worker() -> dict:
+  start = time.perf_counter()
+  # pylint: disable=g-import-not-at-top
+  import jax
+  jax.config.update('jax_num_cpu_devices', _DEVICES.value)
+  from aisci import compile_cache
+  from aisci.train import loop  # noqa: F401  (what aisci.main imports)
+  # pylint: enable=g-import-not-at-top
+  compile_cache.enable(_CACHE_DIR.value)
+  imported = time.perf_counter()
+  train_step, state, batch = bench_models.aisci_train_step(_MODEL.value,
+                                                           _BATCH.value)
+  jax.block_until_ready(state)
+  initialised = time.perf_counter()
+  jax.block_until_ready(train_step(state, batch))
+  done = time.perf_counter()
+  return dict(import_s=imported - start, init_s=initialised - imported,
+              first_step_s=done - initialised)
+
+
+def run(model: str, cache_dir: str) -> dict:
+  """One fresh process; wall time from its launch to its first step done."""
+  start = time.perf_counter()
+  result = common.run_worker('benchmarks.startup', [
+      '--worker', f'--model={model}', f'--cache_dir={cache_dir}',
+      f'--batch_size={_BATCH.value}', f'--devices={_DEVICES.value}'])
+  result['wall_s'] = time.perf_counter() - start
+  return result
+
+
+def main(argv):
+  del argv
+  if _WORKER.value:
+    common.emit(worker())
+    return
+  common.header(f'start-up to the first train step, batch {_BATCH.value}, '
+                f'{_DEVICES.value} CPU devices')
+  rows = []
+  for name in _MODELS.value:
+    bench_models.config_for(name, _BATCH.value)  # fail fast on a bad name
+    with tempfile.TemporaryDirectory(prefix='aisci_jax_cache_') as cache_dir:
+      kinds = {}
+      for kind, directory in (('no cache', ''), ('cold cache', cache_dir),
+                              ('warm cache', cache_dir)):
+        results = []
+        for _ in range(_REPEATS.value):
+          if kind == 'cold cache':  # empty it: every cold run compiles
+            subprocess.run(['rm', '-rf', cache_dir], check=True)
+            os.makedirs(cache_dir)
+          results.append(run(name, directory))
+        best = sorted(results, key=lambda r: r['wall_s'])[len(results) // 2]
+        kinds[kind] = best
+        print(f'#   {name} {kind}: wall {best["wall_s"]:.1f} s (imports '
+              f'{best["import_s"]:.1f}, init {best["init_s"]:.1f}, first step '
+              f'{best["first_step_s"]:.1f}), load {common.load()}', flush=True)
+      entries = len(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else 0
+    base = kinds['cold cache']['wall_s']
+    rows.append([bench_models.MODELS[name][2]]
+                + [f'{kinds[k]["wall_s"]:.1f}' for k in kinds]
+                + [f'{kinds["warm cache"]["first_step_s"]:.1f} / '
+                   f'{kinds["cold cache"]["first_step_s"]:.1f}',
+                   f'{100 * kinds["warm cache"]["wall_s"] / base:.0f} %',
+                   entries, common.load().split()[0]])
+  print()
+  print(common.table(
+      ['model', 'no cache s', 'cold cache s', 'warm cache s',
+       'first step warm / cold s', 'warm / cold', 'cache entries', 'load'],
+      rows))
+  print(f'\n(s: wall seconds from `{os.path.basename(sys.executable)} -m ...` '
+        'to the first step done, imports included)')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,160 @@
+"""Train-step throughput: aisci's jitted train_step vs PyTorch eager.
+
+  python -m benchmarks.train_step                     # all models, 1 and 8 CPU devices
+  python -m benchmarks.train_step --models=vit_ti4 --repeats=20
+
+aisci runs its real step (aisci/train/steps.py with optimizer.py's optax
+chain, the config's task loss, donated state, batch sharded over a mesh of
+all CPU devices, exactly as aisci/train/loop.py jits it); PyTorch runs the
+equivalent eager model (benchmarks/torch_models.py) with the same batch,
+optimizer (AdamW with clipping / SGD Nesterov, weight decay on kernels
+only), label-smoothed cross-entropy, float32, channels_last for the CNN and
+as many threads as the machine has CPUs. Each measurement runs in a fresh
+process; images/s is batch / median step time over `--repeats` steps after
+`--warmup` steps, each step waited for (block_until_ready).
+"""
+
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+from benchmarks import models as bench_models
+
+_MODELS = flags.DEFINE_list('models', list(bench_models.MODELS),
+                            f'Any of {list(bench_models.MODELS)}.')
+_BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
+_DEVICES = flags.DEFINE_list('devices', ['1', '8'],
+                             'CPU device counts to run aisci with.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+_REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed steps (median taken).')
+_TORCH = flags.DEFINE_bool('torch', True, 'Measure the PyTorch reference.')
+# Internal: what a worker process measures.
+_WORKER = flags.DEFINE_enum('worker', None, ['jax', 'torch'],
+                            'Internal: measure one thing and emit it.')
+_MODEL = flags.DEFINE_string('model', None, 'Internal: the worker\'s model.')
+_NUM_DEVICES = flags.DEFINE_integer('num_devices', 1, 'Internal: CPU devices.')
+
+
+def jax_worker(name: str, num_devices: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_num_cpu_devices', num_devices)
+  train_step, state, batch = bench_models.aisci_train_step(name, _BATCH.value)
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def step():
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready((holder[0], metrics))
+
+  median, times, cpu = common.median_seconds(step, warmup=_WARMUP.value,
+                                             repeats=_REPEATS.value)
+  return dict(median_s=median, times=times, cpu=cpu, compile_s=compile_s,
+              devices=len(jax.devices()),
+              params=sum(x.size for x in jax.tree.leaves(holder[0].params)))
+
+
+def torch_worker(name: str) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = os.cpu_count()
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  config = bench_models.config_for(name, _BATCH.value)
+  model = bench_models.torch_model(config)
+  images, labels = bench_models.synthetic_batch(config.input.batch_size, config.input.image_size)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC storage = channels_last
+  y = torch.from_numpy(labels).long()
+  if config.model.name == 'resnet':
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  else:
+    x = x.contiguous()
+  opt_config = config.optimizer
+  from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  groups = torch_models.decayed_groups(model, opt_config.weight_decay)
+  if opt_config.name == 'adamw':
+    opt = torch.optim.AdamW(groups, lr=opt_config.learning_rate,
+                            betas=(opt_config.b1, opt_config.b2))
+  else:
+    opt = torch.optim.SGD(groups, lr=opt_config.learning_rate,
+                          momentum=opt_config.momentum,
+                          nesterov=opt_config.nesterov)
+  loss_fn = torch.nn.CrossEntropyLoss(
+      label_smoothing=config.task.label_smoothing)
+  model.train()
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if opt_config.grad_clip_norm:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), opt_config.grad_clip_norm)
+    opt.step()
+
+  median, times, cpu = common.median_seconds(step, warmup=_WARMUP.value,
+                                             repeats=_REPEATS.value)
+  return dict(median_s=median, times=times, cpu=cpu, threads=threads,
+              params=sum(p.numel() for p in model.parameters()),
+              version=torch.__version__)
+
+
+def _steps(result: dict) -> str:
+  return (f'step wall s median {result["median_s"]:.3f} min '
+          f'{min(result["times"]):.3f} max {max(result["times"]):.3f}, CPU s '
+          f'median {statistics.median(result["cpu"]):.3f}')
+
+
+def main(argv):
+  del argv
+  if _WORKER.value == 'jax':
+    common.emit(jax_worker(_MODEL.value, _NUM_DEVICES.value))
+    return
+  if _WORKER.value == 'torch':
+    common.emit(torch_worker(_MODEL.value))
+    return
+
+  common.header(f'train step, batch {_BATCH.value}, float32, median of '
+                f'{_REPEATS.value} steps after {_WARMUP.value} warm-up steps')
+  print(f'# XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)
+  passed = [f'--batch_size={_BATCH.value}', f'--warmup={_WARMUP.value}',
+            f'--repeats={_REPEATS.value}']
+  devices = [int(d) for d in _DEVICES.value]
+  headers = (['model', 'params']
+             + [f'aisci {d} dev img/s' for d in devices]
+             + (['PyTorch img/s'] + [f'ratio {d} dev' for d in devices]
+                if _TORCH.value else []) + ['load'])
+  rows = []
+  for name in _MODELS.value:
+    bench_models.config_for(name, _BATCH.value)  # fail fast on a bad name
+    row, rates = [bench_models.MODELS[name][2], ''], []
+    for d in devices:
+      result = common.run_worker('benchmarks.train_step', [
+          '--worker=jax', f'--model={name}', f'--num_devices={d}', *passed])
+      rates.append(_BATCH.value / result['median_s'])
+      row[1] = f'{result["params"]:,}'
+      row.append(f'{rates[-1]:.1f}')
+      print(f'#   {name} aisci {d} dev: {rates[-1]:.1f} img/s, compile '
+            f'{result["compile_s"]:.1f} s, {_steps(result)}, load '
+            f'{common.load()}', flush=True)
+    if _TORCH.value:
+      result = common.run_worker('benchmarks.train_step', [
+          '--worker=torch', f'--model={name}', *passed])
+      torch_rate = _BATCH.value / result['median_s']
+      print(f'#   {name} PyTorch {result["version"]} ({result["threads"]} '
+            f'threads): {torch_rate:.1f} img/s, params {result["params"]:,}, '
+            f'{_steps(result)}, load {common.load()}', flush=True)
+      row.append(f'{torch_rate:.1f}')
+      row += [f'{r / torch_rate:.2f}' for r in rates]
+    row.append(common.load().split()[0])
+    rows.append(row)
+  print()
+  print(common.table(headers, rows))
+
+
+if __name__ == '__main__':
+  app.run(main)
