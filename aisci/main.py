@@ -19,8 +19,8 @@ import jax
 from ml_collections import config_flags
 
 from aisci import compile_cache
-from aisci.train import distributed
 from aisci.train import checkpoint
+from aisci.train import distributed
 from aisci.train import loop
 from aisci.train import preemption
 from aisci.train import workdir_config
@@ -42,6 +42,17 @@ _CPU_DEVICES = flags.DEFINE_integer(
     '~15% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
     'GPU/TPU runs; ignored if XLA_FLAGS sets '
     '--xla_force_host_platform_device_count.')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Resume a workdir even though the config '
+    'differs from the one it was started with in fields that change what is '
+    'trained (model, data, optimizer...); without it that is refused with '
+    'the list of differing fields. Changes are logged to '
+    'WORKDIR/config_changes.jsonl.')
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', None, "JAX's persistent compilation cache: "
+    'compiled steps are saved there and the next run with the same shapes '
+    'starts without compiling them (benchmarks/README.md). Default: '
+    "$XDG_CACHE_HOME/aisci/jax or ~/.cache/aisci/jax; '' turns it off.")
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'], 'Join a multi-process '
     '(multi-host) job with jax.distributed.initialize: auto = when the flags '
@@ -56,17 +67,6 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Processes in the job (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, "This process's rank, 0..num_processes-1.")
-_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    'allow_config_change', False, 'Resume a workdir even though the config '
-    'differs from the one it was started with in fields that change what is '
-    'trained (model, data, optimizer...); without it that is refused with '
-    'the list of differing fields. Changes are logged to '
-    'WORKDIR/config_changes.jsonl.')
-_COMPILATION_CACHE_DIR = flags.DEFINE_string(
-    'compilation_cache_dir', None, "JAX's persistent compilation cache: "
-    'compiled steps are saved there and the next run with the same shapes '
-    'starts without compiling them (benchmarks/README.md). Default: '
-    "$XDG_CACHE_HOME/aisci/jax or ~/.cache/aisci/jax; '' turns it off.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -86,9 +86,17 @@ def main(argv):
   if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
     # Must happen before JAX first touches its backends.
     jax.config.update('jax_num_cpu_devices', _CPU_DEVICES.value)
-  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
+  if 'xla_cpu_collective_call_terminate_timeout_seconds' not in os.environ.get(
+      'XLA_FLAGS', ''):
+    # CPU devices are threads of this process: on a machine busy with other
+    # jobs one may reach a collective long after the others, and XLA's
+    # default (40 s) then aborts the whole run. Measured here: an SST-2 run
+    # aborted at its first step under load average ~20 on 2 cores.
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               ' --xla_cpu_collective_call_terminate_timeout_seconds=1200').strip()
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
+  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)

@@ -112,7 +112,6 @@ def test_npz_sequences_train_with_the_text_config_unchanged(tmp_path):
   np.savez(tmp_path / 'signals.npz', x=x, y=y, x_test=x_test, y_test=y_test)
   config = transformer_text.get_config()
   config.dataset = f'npz:{tmp_path / "signals.npz"}'
-  config.model.update(width=32, depth=1, num_heads=2, mlp_dim=64)
   config.schedule.warmup_steps = 10
   config.update(log_every_steps=20, eval_every_steps=1000)
   scalars = run(config, tmp_path / 'workdir', 100)
