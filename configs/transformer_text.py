@@ -9,6 +9,9 @@ Variants (configs/transformer_text.py:VARIANT):
   imdb   tfds-style long reviews from a tsv/csv folder you provide
          (PATH/train.tsv, PATH/test.tsv with text, label columns): longer
          sequences, same model.
+Where there is a network, tfds text sets load by name, e.g.
+  --config.dataset=glue/sst2 --config.eval_split=validation
+  --config.dataset=imdb_reviews --config.input.text_column=text --config.eval_split=test
 Sequences that need no tokenizer (signals, spectra) train with the same
 model: --config.dataset=npz:FILE.npz (aisci/data/npz_source.py).
 

@@ -70,6 +70,7 @@ def make_source(dataset: str, split: str, *, image_size: Optional[int] = None,
   # A tfds name may carry a version after a colon ('cifar10:3.0.2').
   name = argument if prefix == 'tfds' else dataset
   return tfds_source.make_source(
-      name, split, image_size=options['image_size'], data_dir=data_dir,
+      name, split, image_size=options.get('image_size'), data_dir=data_dir,
       process_index=process_index, process_count=process_count,
-      known_prefixes=sorted(SOURCES))
+      known_prefixes=sorted(SOURCES), options=options, workdir=workdir,
+      class_names=class_names)

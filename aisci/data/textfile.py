@@ -102,6 +102,19 @@ def make_source(root: str, split: str, *, options: Mapping[str, Any],
   is_training_split = class_names is None
   ids, class_names = label_ids(
       labels, class_names or tuple(options.get('class_names') or ()), path)
+  return from_texts(texts, ids, class_names, options=options, workdir=workdir,
+                    is_training_split=is_training_split,
+                    process_index=process_index, process_count=process_count,
+                    description=f'{extension} {path}')
+
+
+def from_texts(texts: Sequence[str], ids: np.ndarray,
+               class_names: Sequence[str], *, options: Mapping[str, Any],
+               workdir: Optional[str], is_training_split: bool,
+               process_index: int, process_count: int,
+               description: str) -> source_lib.Source:
+  """A text source over a whole split's texts and label ids; the training
+  split trains the tokenizer (or loads the workdir's), the others load it."""
   tokenizer = tokenizer_lib.load_or_train(
       workdir, options['tokenizer'], texts if is_training_split else None,
       int(options['vocab_size']))
@@ -113,7 +126,7 @@ def make_source(root: str, split: str, *, options: Mapping[str, Any],
   return source_lib.array_source(
       {'tokens': tokens, 'label': ids}, total_examples=total,
       class_names=class_names, kind='text',
-      description=(f'{extension} {path} ({total} texts, {truncated:.1%} '
+      description=(f'{description} ({total} texts, {truncated:.1%} '
                    f'truncated to {max_length} tokens)'),
       model_kwargs=dict(vocab_size=tokenizer.get_vocab_size(),
                         pad_id=tokenizer_lib.PAD_ID, max_len=max_length),

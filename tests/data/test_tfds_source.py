@@ -44,3 +44,37 @@ def test_no_network_error_shows_how_to_use_local_data(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds_source, '_PROBE_HOST', 'aisci-test.invalid')
   with pytest.raises(RuntimeError, match='no network.*imagefolder:PATH'):
     data.make_source('cifar10', 'train', image_size=32, data_dir=str(tmp_path))
+
+
+def test_prepared_tfds_text_dataset_is_tokenized(tmp_path):
+  # A glue/sst2-shaped tfds set ('sentence', 'label') made from real SST-2
+  # rows, as tfds would prepare it where there is a network.
+  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
+  rows = (extract_shared('sst2') / 'train.tsv').read_text().splitlines()[1:301]
+  sentences = [r.split('\t')[0] for r in rows]
+  labels = np.array([int(r.split('\t')[1]) for r in rows])
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='aisci_tiny_sst2', version='1.0.0', data_dir=str(tmp_path),
+      split_datasets={
+          'train': tf.data.Dataset.from_tensor_slices(
+              {'sentence': sentences[:250], 'label': labels[:250]}),
+          'validation': tf.data.Dataset.from_tensor_slices(
+              {'sentence': sentences[250:], 'label': labels[250:]})},
+      features=tfds.features.FeaturesDict({
+          'sentence': tfds.features.Text(),
+          'label': tfds.features.ClassLabel(names=['negative', 'positive'])}))
+  options = dict(text_column='sentence', tokenizer='wordpiece', vocab_size=500,
+                 max_length=16)
+  workdir = tmp_path / 'workdir'
+  train = data.make_source('aisci_tiny_sst2', 'train', options=options,
+                           workdir=str(workdir), data_dir=str(tmp_path))
+  assert train.kind == 'text' and train.total_examples == 250
+  assert train.class_names == ['negative', 'positive']
+  assert (workdir / 'tokenizer.json').exists()
+  valid = data.make_source('aisci_tiny_sst2', 'validation', options=options,
+                           workdir=str(workdir), data_dir=str(tmp_path),
+                           class_names=train.class_names)
+  got = sorted(int(valid.get(np.int64(i))['label']) for i in range(50))
+  assert got == sorted(labels[250:].tolist())
+  tokens = np.asarray(valid.get(np.int64(0))['tokens'])
+  assert tokens.shape == (16,) and tokens[0] == 1  # [CLS] first
