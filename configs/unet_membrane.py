@@ -40,6 +40,11 @@ def get_config(arg=None):
       image_size=0,  # 0: keep the files' 512x512
       channels=1,  # grayscale EM
       class_names=('membrane', 'interior'),  # mask 0 and 255
+      # tfds sets by name only: the mask feature and the value of class 0,
+      # e.g. --config.dataset=oxford_iiit_pet --config.input.mask_feature=segmentation_mask
+      # --config.input.mask_offset=1 --config.input.image_size=128 --config.input.channels=3
+      mask_feature='',
+      mask_offset=0,
       crop_size=128,  # random training crops; eval sees whole slices
       augment='dihedral',  # the 8 flips and 90-degree rotations, image and mask alike
       intensity_jitter=0.1,  # brightness/contrast +-10%, image only

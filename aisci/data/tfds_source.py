@@ -95,6 +95,46 @@ def _text_source(builder, name, split, *, options, workdir, class_names,
       description=f'tfds {name}:{split}')
 
 
+def _segmentation_source(builder, name, split, *, options, class_names,
+                         process_index, process_count):
+  """A tfds image + mask set (e.g. oxford_iiit_pet's 'segmentation_mask'),
+  resized to config.input.image_size (the mask by nearest neighbour)."""
+  mask_feature = options['mask_feature']
+  size = int(options['image_size'])
+  channels = int(options.get('channels', 3))
+  offset = int(options.get('mask_offset', 0))
+  total = builder.info.splits[split].num_examples
+  split_part = tfds.even_splits(split, n=process_count)[process_index]
+  images, masks = [], []
+  for example in builder.as_dataset(split=split_part,
+                                    shuffle_files=False).as_numpy_iterator():
+    image = tf.image.resize(example['image'], (size, size))
+    if channels == 1 and image.shape[-1] == 3:
+      image = tf.image.rgb_to_grayscale(image)
+    elif channels == 3 and image.shape[-1] == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    mask = example[mask_feature]
+    mask = mask if mask.ndim == 3 else mask[..., None]
+    mask = tf.image.resize(mask, (size, size), method='nearest')[..., 0]
+    images.append(np.asarray(tf.cast(tf.clip_by_value(tf.round(image), 0, 255),
+                                     tf.uint8)))
+    masks.append(np.asarray(mask, np.int64) - offset)
+  masks = np.stack(masks)
+  class_names = list(class_names or options.get('class_names') or [
+      f'class_{i}' for i in range(int(masks.max()) + 1)])
+  if masks.min() < 0 or masks.max() >= len(class_names):
+    raise ValueError(
+        f'tfds {name}:{split} {mask_feature!r} holds values '
+        f'{sorted(set(np.unique(masks + offset).tolist()))[:10]}; minus '
+        f'config.input.mask_offset={offset} they must index the '
+        f'{len(class_names)} classes {class_names}.')
+  return source_lib.array_source(
+      {'image': np.stack(images), 'label': masks.astype(np.int32)},
+      total_examples=total, class_names=class_names, kind='segmentation',
+      description=f'tfds {name}:{split} ({total} image/mask pairs, {size}x{size})',
+      info=dict(channels=channels, image_size=size))
+
+
 def make_source(name: str, split: str, *, image_size: Optional[int] = None,
                 data_dir: Optional[str] = None, process_index: int = 0,
                 process_count: int = 1,
@@ -110,6 +150,12 @@ def make_source(name: str, split: str, *, image_size: Optional[int] = None,
     raise ValueError(f'tfds dataset {name!r} has no split {split!r}; its '
                      f'splits are {list(builder.info.splits)}.')
   features = builder.info.features
+  mask_feature = (options or {}).get('mask_feature')
+  if 'image' in features and mask_feature and mask_feature in features:
+    return _segmentation_source(builder, name, split, options=options,
+                                class_names=class_names,
+                                process_index=process_index,
+                                process_count=process_count)
   text_column = (options or {}).get('text_column')
   if 'image' not in features and text_column in features and 'label' in features:
     return _text_source(builder, name, split, options=options, workdir=workdir,

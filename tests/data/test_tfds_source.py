@@ -78,3 +78,38 @@ def test_prepared_tfds_text_dataset_is_tokenized(tmp_path):
   assert got == sorted(labels[250:].tolist())
   tokens = np.asarray(valid.get(np.int64(0))['tokens'])
   assert tokens.shape == (16,) and tokens[0] == 1  # [CLS] first
+
+
+def test_prepared_tfds_segmentation_dataset(tmp_path):
+  # An oxford_iiit_pet-shaped set (image + 'segmentation_mask' holding
+  # 1-based classes) made from real ISBI slices, downsized.
+  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root = extract_shared('isbi2012-membrane') / 'val'
+  images, masks = [], []
+  for n in range(25, 29):
+    images.append(np.asarray(Image.open(root / 'images' / f'{n}.png')
+                             .convert('RGB').resize((64, 64))))
+    mask = np.asarray(Image.open(root / 'masks' / f'{n}.png').resize(
+        (64, 64), Image.NEAREST)) // 255 + 1
+    masks.append(mask.astype(np.uint8)[..., None])
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='aisci_tiny_membranes', version='1.0.0', data_dir=str(tmp_path),
+      split_datasets={'train': tf.data.Dataset.from_tensor_slices(
+          {'image': np.stack(images), 'segmentation_mask': np.stack(masks)})},
+      features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(shape=(64, 64, 3)),
+          'segmentation_mask': tfds.features.Image(shape=(64, 64, 1))}))
+  options = dict(image_size=32, channels=1, mask_feature='segmentation_mask',
+                 mask_offset=1, class_names=('membrane', 'interior'))
+  source = data.make_source('aisci_tiny_membranes', 'train', options=options,
+                            data_dir=str(tmp_path))
+  assert source.kind == 'segmentation' and source.num_examples == 4
+  got = sorted(np.asarray(source.get(np.int64(i))['label']).sum() for i in range(4))
+  expected = sorted((np.asarray(Image.fromarray(m[..., 0]).resize(
+      (32, 32), Image.NEAREST)).astype(int) - 1).sum() for m in masks)
+  # Nearest resizing in tf and PIL may pick different pixels: compare loosely.
+  np.testing.assert_allclose(got, expected, rtol=0.1)
+  example = source.get(np.int64(0))
+  assert example['image'].shape == (32, 32, 1)
+  assert set(np.unique(example['label'])) <= {0, 1}
