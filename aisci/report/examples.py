@@ -6,7 +6,6 @@ evaluation split, with one local copy of the parameters: no collective
 runs, so the other processes need not take part.
 """
 
-import functools
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -14,10 +13,14 @@ import jax
 import numpy as np
 
 
-@functools.partial(jax.jit, static_argnames='model')
-def predict(model: nn.Module, variables: Any, inputs: jax.Array) -> jax.Array:
-  """The model's outputs in evaluation mode (e.g. logits [batch, classes])."""
-  return model.apply(variables, inputs, train=False)
+def predict_fn(model: nn.Module):
+  """Jitted (variables, inputs) -> the model's outputs in evaluation mode
+  (logits [batch, classes], or a dict of them for a multi-head model).
+
+  A closure rather than a static argument: not every module hashes (a
+  multi_head model holds a dict of heads)."""
+  return jax.jit(lambda variables, inputs: model.apply(variables, inputs,
+                                                       train=False))
 
 
 def _local_copy(x: Any) -> Any:
@@ -52,19 +55,19 @@ def collect(model: nn.Module, params: Any, model_state: Mapping[str, Any],
     rows = -(-max_examples // length) if length > 0 else max_examples
     batches = batches.as_numpy_iterator()
   variables = jax.tree.map(_local_copy, {'params': params, **model_state})
+  predict = predict_fn(model)
   parts, count = [], 0
   for batch in batches:
     batch = {k: np.asarray(v)[:rows] for k, v in batch.items()}
     real = np.asarray(batch.get('mask', np.ones(len(batch[input_key]), bool)),
                       bool)
-    outputs = np.asarray(predict(model, variables, batch[input_key]))
+    outputs = predict(variables, batch[input_key])
     part = {k: np.asarray(v)[real] for k, v in batch.items()}
-    part['outputs'] = outputs[real]
+    part['outputs'] = jax.tree.map(lambda x: np.asarray(x)[real], outputs)
     parts.append(part)
     count += int(real.sum())
     if count >= max_examples:
       break
   if not count:
     return None
-  return {k: np.concatenate([p[k] for p in parts])[:max_examples]
-          for k in parts[0]}
+  return jax.tree.map(lambda *xs: np.concatenate(xs)[:max_examples], *parts)

@@ -66,7 +66,8 @@ def curve_figures(metrics: Mapping[str, tuple[np.ndarray, np.ndarray]],
   for name in names:
     series = {split: metrics[f'{split}/{name}'] for split in ('train', 'eval')
               if f'{split}/{name}' in metrics}
-    file_name = f'curve_{name}.png'
+    # Multi-task metrics are named '<head>/<metric>'.
+    file_name = f'curve_{name.replace("/", "_")}.png'
     plots.curves(series, os.path.join(workdir, file_name),
                  title=f'{name} vs step', ylabel=name)
     figures[f'{name} (train and eval)'] = file_name
@@ -92,8 +93,8 @@ def example_figures(examples: Mapping[str, np.ndarray], input_key: str,
   """Misclassified examples (classification) or overlays (segmentation)."""
   images = _display_images(examples[input_key], config)
   outputs, labels = examples['outputs'], examples.get(label_key)
-  if images is None or labels is None:
-    return {}
+  if images is None or labels is None or not isinstance(outputs, np.ndarray):
+    return {}  # Not images, no labels, or several heads' outputs.
   figures = {}
   if outputs.ndim == 2 and labels.ndim == 1:
     logits = outputs.astype(np.float64)

@@ -183,3 +183,32 @@ def test_examples_are_spread_over_the_evaluation_batches():
   found = examples.collect(model, variables['params'], {},
                            dataset.skip(3).as_numpy_iterator(), 'x')
   np.testing.assert_array_equal(found['x'], x[30:36])
+
+
+def test_multi_task_names_and_outputs(tmp_path):
+  """'<head>/<metric>' names and a dict of outputs (multi_head models)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from aisci.report import examples  # pylint: disable=g-import-not-at-top
+
+  class TwoHeads(nn.Module):
+    heads: dict  # not hashable, as in aisci.models.heads.MultiHead
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      return {name: nn.Dense(n, name=name)(x) for name, n in self.heads.items()}
+
+  model = TwoHeads(heads={'kind': 3, 'area': 1})
+  x = np.ones((6, 4), np.float32)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  found = examples.collect(model, variables['params'], {},
+                           [dict(x=x, mask=np.arange(6) < 5)], 'x')
+  assert {k: v.shape for k, v in found['outputs'].items()} == {
+      'kind': (5, 3), 'area': (5, 1)}
+  assert write.example_figures(found, 'x', 'label', ['a', 'b', 'c'], {},
+                               str(tmp_path)) == {}
+  metrics = {'train/area/loss': (np.arange(1, 4), np.ones(3)),
+             'eval/area/loss': (np.asarray([3]), np.ones(1))}
+  assert write.curve_figures(metrics, str(tmp_path)) == {
+      'area/loss (train and eval)': 'curve_area_loss.png'}
+  assert_real_png(tmp_path / 'curve_area_loss.png', (600, 400))
