@@ -90,7 +90,9 @@ def get_config(arg=None):
       end_learning_rate_factor=0.01,
   ))
   config.init = ml_collections.ConfigDict(dict(path='', format='auto', reinit=()))
-  config.prune = ml_collections.ConfigDict(dict(sparsity=0.0))
+  # Magnitude pruning when fine-tuning from config.init (aisci/train/prune.py).
+  config.prune = ml_collections.ConfigDict(dict(
+      sparsity=0.0, include=r'(^|/)kernel$', exclude=r'(^|/)(head|logits)/'))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   config.grad_accum_steps = 1
