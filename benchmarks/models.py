@@ -109,6 +109,12 @@ def aisci_train_step(name: str, batch_size: int):
   return train_step, state, batch
 
 
+def has_torch_twin(name: str) -> bool:
+  model = config_for(name).model
+  return model.name == 'vit' or (model.name == 'resnet' and model.depth == 18
+                                 and model.stem == 'cifar')
+
+
 def torch_model(config: ml_collections.ConfigDict,
                 num_classes: int = NUM_CLASSES):
   """The PyTorch twin of `config.model` (ViT or CIFAR ResNet-18)."""

@@ -1,0 +1,46 @@
+"""benchmarks/: the PyTorch twins have aisci's shapes; tables print."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aisci import models
+from benchmarks import common
+from benchmarks import models as bench_models
+
+torch = pytest.importorskip('torch')
+
+
+@pytest.mark.parametrize('name', ['vit_ti4', 'vit_tiny', 'resnet18_tiny'])
+def test_torch_twin_has_the_same_parameter_count(name):
+  config = bench_models.config_for(name)
+  model = models.build_model(config.model, num_classes=10)
+  size = config.input.image_size
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, size, size, 3)))
+  aisci_count = sum(int(np.prod(x.shape))
+                    for x in jax.tree.leaves(shapes['params']))
+  twin = bench_models.torch_model(config)
+  assert sum(p.numel() for p in twin.parameters()) == aisci_count
+  # And it maps a batch to logits.
+  logits = twin(torch.zeros(2, 3, size, size))
+  assert tuple(logits.shape) == (2, 10)
+
+
+def test_no_twin_for_fastcnn():
+  assert not bench_models.has_torch_twin('fastcnn_cpu')
+  with pytest.raises(ValueError, match='No PyTorch twin'):
+    bench_models.torch_model(bench_models.config_for('fastcnn_cpu'))
+
+
+def test_unknown_model_is_refused():
+  with pytest.raises(ValueError, match='known'):
+    bench_models.config_for('resnet1000')
+
+
+def test_table_aligns_columns():
+  text = common.table(['a', 'long header'], [[1, 'x'], ['wide cell', 2]])
+  lines = text.splitlines()
+  assert len({len(line) for line in lines}) == 1
+  assert lines[1].startswith('| ---')
