@@ -17,6 +17,7 @@ import jax
 from aisci.train import checkpoint as checkpoint_lib
 
 RECORD = 'best.json'
+SUBDIR = 'best_checkpoint'
 
 
 class BestKeeper:
@@ -39,7 +40,7 @@ class BestKeeper:
     if not metric:
       return
     self._checkpointer = checkpoint_lib.Checkpointer(
-        workdir, every_steps=1, keep=1, subdir='best_checkpoint')
+        workdir, every_steps=1, keep=1, subdir=SUBDIR)
     if jax.process_index() == 0:
       self._checkpointer.delete_after(start_step)
     if os.path.exists(self.path):

@@ -101,3 +101,36 @@ def abstract_with_sharding(abstract_state: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract_state, shardings)
+
+
+def read_on_one_device(directory: str, step: Optional[int] = None
+                       ) -> tuple[Any, int]:
+  """(raw pytree of the checkpoint's arrays, its step) from `directory`
+  (WORKDIR/checkpoints or WORKDIR/best_checkpoint); step None: the latest.
+
+  Every leaf lands on this process's first device, whatever devices wrote
+  it (a run on 8 CPU devices or a GPU node, read on a laptop): orbax would
+  otherwise ask for the writer's device layout. Neither the model nor the
+  optimizer has to be rebuilt to read it.
+  """
+  directory = os.path.abspath(directory)  # orbax takes absolute paths only
+  steps = []
+  if os.path.isdir(directory):
+    manager = ocp.CheckpointManager(
+        directory, item_handlers=ocp.StandardCheckpointHandler())
+    steps = list(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f'No checkpoint in {directory}.')
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    manager.close()
+    raise ValueError(f'No checkpoint of step {step} in {directory}; '
+                     f'available steps: {sorted(steps)}.')
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      manager.item_metadata(step))
+  state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  manager.close()
+  return state, int(step)

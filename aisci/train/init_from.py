@@ -20,9 +20,8 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
-import orbax.checkpoint as ocp
-
 from aisci.models import pretrained
+from aisci.train import checkpoint as checkpoint_lib
 
 _HEAD = re.compile(r'(^|/)head/')
 _POSEMB = re.compile(r'(^|/)pos_embedding$')
@@ -43,18 +42,22 @@ def detect_format(path: str) -> str:
 
 
 def read_aisci_checkpoint(path: str) -> dict[str, np.ndarray]:
-  """Flat {'params/...': array, '<collection>/...': array} of a checkpoint."""
+  """Flat {'params/...': array, '<collection>/...': array} of a checkpoint:
+  a workdir's newest, or one folder WORKDIR/checkpoints/<step> (or
+  best_checkpoint/<step>), whatever device count wrote it."""
   path = os.path.abspath(path)  # orbax takes absolute paths only
   checkpoints = os.path.join(path, 'checkpoints')
-  if os.path.isdir(checkpoints):  # A workdir: take its newest checkpoint.
-    manager = ocp.CheckpointManager(checkpoints)
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'config.init.path={path!r} has no checkpoint.')
-    state = manager.restore(step)
-    manager.close()
-  else:
-    state = ocp.StandardCheckpointer().restore(path)
+  try:
+    if os.path.isdir(checkpoints):  # A workdir: take its newest checkpoint.
+      state, _ = checkpoint_lib.read_on_one_device(checkpoints)
+    elif os.path.basename(path).isdigit():
+      state, _ = checkpoint_lib.read_on_one_device(
+          os.path.dirname(path), int(os.path.basename(path)))
+    else:
+      raise FileNotFoundError(f'{path} is neither a workdir nor a checkpoint '
+                              'folder <workdir>/checkpoints/<step>.')
+  except (FileNotFoundError, ValueError) as e:
+    raise FileNotFoundError(f'config.init.path={path!r}: {e}') from e
   flat = {f'params/{k}': v for k, v in pretrained.flatten(state['params']).items()}
   flat.update(pretrained.flatten(state.get('model_state') or {}))
   return flat
