@@ -58,6 +58,9 @@ def get_config(arg=None):
       stochastic_depth=0.1,
       head_zero_init=True,
       remat=False,
+      stem='patch',  # 'conv': strided 3x3 convs embed the patches (vit.py)
+      stem_width=32,  # channels of the conv stem's first conv
+      tta_flip=False,  # evaluation: average the logits with the mirror image's
   ))
   config.task = ml_collections.ConfigDict(dict(
       name='classification',
@@ -79,6 +82,9 @@ def get_config(arg=None):
       # A NaN/Inf loss or gradient norm: False stops the run (the last good
       # checkpoint is kept); True skips that update and counts it in the log.
       skip_nonfinite_updates=False,
+      # every > 0: an EMA of the weights every `every` steps, the model
+      # ending at the EMA (aisci/train/lookahead.py); 0: off.
+      lookahead=dict(every=0, decay=0.0),
   ))
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=975,  # 10 epochs

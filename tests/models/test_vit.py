@@ -96,3 +96,38 @@ def test_unknown_variant_and_model_name_are_clear_errors():
     models.build_model({'name': 'vitt'}, num_classes=10)
   with pytest.raises(TypeError, match='Valid fields of ViT'):
     models.build_model({'name': 'vit', 'widht': 3}, num_classes=10)
+
+
+def test_conv_stem_embeds_patches_with_strided_convs():
+  model = vit.ViT(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
+                  num_heads=2, patch_size=4, pool='gap', stem='conv',
+                  stem_width=8, head_zero_init=False)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(1), images)
+  params = variables['params']
+  # Two 3x3 stride-2 convs take 32x32 to the 8x8 grid of patch 4.
+  chex.assert_shape(params['stem_conv1']['kernel'], (3, 3, 3, 8))
+  chex.assert_shape(params['embedding']['kernel'], (3, 3, 8, 32))
+  logits, state = model.apply(variables, images, capture_intermediates=True)
+  chex.assert_shape(state['intermediates']['embedding']['__call__'][0],
+                    (2, 8, 8, 32))
+  chex.assert_shape(logits, (2, 10))
+  with pytest.raises(ValueError, match='power of 2'):
+    vit.ViT(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
+            num_heads=2, patch_size=6, stem='conv').init(
+                jax.random.PRNGKey(0), jnp.zeros((1, 36, 36, 3)))
+
+
+def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
+  kwargs = dict(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
+                num_heads=2, patch_size=4, head_zero_init=False)
+  plain, tta = vit.ViT(**kwargs), vit.ViT(**kwargs, tta_flip=True)
+  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
+  variables = plain.init(jax.random.PRNGKey(1), images)
+  expected = (plain.apply(variables, images)
+              + plain.apply(variables, images[:, :, ::-1])) / 2
+  chex.assert_trees_all_close(tta.apply(variables, images), expected,
+                              atol=1e-5)
+  assert not np.allclose(expected, plain.apply(variables, images), atol=1e-4)
+  chex.assert_trees_all_close(tta.apply(variables, images, train=True),
+                              plain.apply(variables, images, train=True))
