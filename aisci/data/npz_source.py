@@ -136,6 +136,8 @@ def make_source(path: str, split: str, *, options: Mapping[str, Any],
   else:
     class_names = ()
     features['label'] = y.astype(np.float32).reshape(len(y), -1)
+    # One model output per target column.
+    model_kwargs['num_classes'] = int(features['label'].shape[1])
   features = {k: v[process_index::process_count] for k, v in features.items()}
   shape = 'x'.join(map(str, x.shape[1:]))
   return source_lib.array_source(

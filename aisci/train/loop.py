@@ -131,9 +131,11 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   input_key = train_source.input_key
 
   # ---------------------------------------------- model, task, optimizer --
-  model = models.build_model(config.model, num_classes=len(class_names),
-                             dtype=jnp.dtype(config.dtype),
-                             **train_source.model_kwargs)
+  # What the data decide; a source may set num_classes itself (the width
+  # of regression targets).
+  model_kwargs = {'num_classes': len(class_names), **train_source.model_kwargs}
+  model = models.build_model(config.model, dtype=jnp.dtype(config.dtype),
+                             **model_kwargs)
   task = tasks.build_task(config.task, num_classes=len(class_names))
   tx, schedule = optimizer_lib.make_optimizer(config)
   # The model is initialised on one example shaped as the data says.
@@ -178,7 +180,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   dataset_info = dict(
       dataset=config.dataset, kind=train_source.kind, input_key=input_key,
       class_names=class_names, train_examples=train_source.total_examples,
-      eval_examples=eval_source.total_examples, **train_source.info)
+      eval_examples=eval_source.total_examples, model_kwargs=model_kwargs,
+      **train_source.info)
   if 'mean' in config.input:
     dataset_info.update(mean=list(config.input.mean), std=list(config.input.std))
     dataset_info.setdefault('image_size', config.input.image_size)
