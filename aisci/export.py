@@ -285,6 +285,9 @@ def define_flags() -> None:
   flags.DEFINE_list(
       'platforms', ['cpu', 'cuda', 'tpu'],
       'Platforms the stablehlo and savedmodel artefacts are lowered for.')
+  flags.DEFINE_enum('checkpoint', 'auto', list(inference.CHECKPOINTS),
+                    'auto: the best checkpoint if the run kept one, else the '
+                    'latest.')
   flags.DEFINE_integer(
       'tflite_batch_size', 1, 'Fixed batch of the TFLite models; 0: symbolic.')
   flags.DEFINE_integer(
@@ -307,7 +310,8 @@ def main(argv):
   unknown = sorted(set(FLAGS.format) - set(FORMATS))
   if unknown:
     raise app.UsageError(f'Unknown --format {unknown}; known: {FORMATS}.')
-  trained = inference.load_trained(FLAGS.workdir, FLAGS.step)
+  trained = inference.load_trained(FLAGS.workdir, FLAGS.step, FLAGS.checkpoint)
+  print(f'Exporting {trained.checkpoint} of {FLAGS.workdir}.')
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.workdir, 'export')
   calibration = None
   if 'tflite_int8' in FLAGS.format:

@@ -1,5 +1,6 @@
 """Each export format, run the way its users run it, against the JAX model."""
 
+import dataclasses
 import json
 import os
 import re
@@ -106,6 +107,6 @@ def test_unknown_format_and_task_are_errors(trained, tmp_path):
     export.export(trained, 'coreml', str(tmp_path))
   config = trained.config.copy_and_resolve_references()
   config.task.name = 'segmentation'
-  segmenter = inference.Trained(**{**vars(trained), 'config': config})
+  segmenter = dataclasses.replace(trained, config=config)
   with pytest.raises(NotImplementedError, match="'segmentation'"):
     export.export(segmenter, 'stablehlo', str(tmp_path))
