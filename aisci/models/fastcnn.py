@@ -108,16 +108,15 @@ class FastCNN(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     if self.tta_flip and not train:
-      # One pass over the image and its mirror: [2 * batch, ...].
-      n = images.shape[0]
-      both = jnp.concatenate([images, images[:, :, ::-1]], axis=0)
-      x = self.features(both, train=False)
+      # One pass over the image and its mirror: [2 * batch, ...]. A stack
+      # and reshapes, not a concatenation and slices: exports (jax.export,
+      # ONNX) keep the batch dimension symbolic.
+      pair = jnp.stack([images, images[:, :, ::-1]])
+      x = self.features(pair.reshape((-1,) + images.shape[1:]), train=False)
     else:
       x = self.features(images, train=train)
-    if not self.num_classes:
-      return (x[:n] + x[n:]) / 2 if self.tta_flip and not train else x
-    logits = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32,
-                      name='head')(x) * self.head_scale
-    if self.tta_flip and not train:
-      logits = (logits[:n] + logits[n:]) / 2
-    return logits
+    tta = self.tta_flip and not train
+    if self.num_classes:
+      x = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32,
+                   name='head')(x) * self.head_scale
+    return x.reshape((2, images.shape[0]) + x.shape[1:]).mean(0) if tta else x

@@ -182,9 +182,12 @@ class ViT(nn.Module):
       raise ValueError(f"config.model.pool must be 'token' or 'gap', "
                        f'not {self.pool!r}.')
     if self.tta_flip and not train:
-      both = jnp.concatenate([images, images[:, :, ::-1]], axis=0)
-      logits = self._encode(both, s, train=False)
-      return (logits[:len(images)] + logits[len(images):]) / 2
+      pair = jnp.stack([images, images[:, :, ::-1]])  # [2, batch, h, w, c]
+      logits = self._encode(pair.reshape((-1,) + images.shape[1:]), s,
+                            train=False)
+      # A reshape, not slices at len(images): exports (jax.export, ONNX)
+      # keep the batch dimension symbolic.
+      return logits.reshape((2, images.shape[0]) + logits.shape[1:]).mean(0)
     return self._encode(images, s, train=train)
 
   def _embed(self, images, s):
