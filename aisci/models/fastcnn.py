@@ -108,10 +108,10 @@ class FastCNN(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     if self.tta_flip and not train:
-      # One pass over the image and its mirror: [2 * batch, ...]. A stack
-      # and reshapes, not a concatenation and slices: exports (jax.export,
-      # ONNX) keep the batch dimension symbolic.
-      pair = jnp.stack([images, images[:, :, ::-1]])
+      # One pass over each image next to its mirror: [2 * batch, ...]. The
+      # pairs keep a sharded batch on its devices, and reshapes, not slices,
+      # keep a symbolic batch in exports (as in vit.py).
+      pair = jnp.stack([images, images[:, :, ::-1]], axis=1)
       x = self.features(pair.reshape((-1,) + images.shape[1:]), train=False)
     else:
       x = self.features(images, train=train)
@@ -119,4 +119,4 @@ class FastCNN(nn.Module):
     if self.num_classes:
       x = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32,
                    name='head')(x) * self.head_scale
-    return x.reshape((2, images.shape[0]) + x.shape[1:]).mean(0) if tta else x
+    return x.reshape((images.shape[0], 2) + x.shape[1:]).mean(1) if tta else x
