@@ -46,6 +46,18 @@ def cifar10_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope='session')
+def isbi() -> pathlib.Path:
+  """ISBI 2012 membrane slices: {train,test}/{images,masks}/*.png."""
+  return extract_shared('isbi2012-membrane')
+
+
+@pytest.fixture(scope='session')
+def sst2() -> pathlib.Path:
+  """SST-2 sentences: train.tsv, dev.tsv (sentence, label)."""
+  return extract_shared('sst2')
+
+
+@pytest.fixture(scope='session')
 def cifar10_small(cifar10_dir, tmp_path_factory) -> pathlib.Path:
   """A real CIFAR-10 subset: 200 train and 50 test images per class."""
   root = tmp_path_factory.mktemp('cifar10_small')

@@ -20,16 +20,6 @@ from configs import transformer_text
 from configs import unet_membrane
 
 
-@pytest.fixture(scope='module')
-def isbi():
-  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
-  return extract_shared('isbi2012-membrane')
-
-
-@pytest.fixture(scope='module')
-def sst2():
-  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
-  return extract_shared('sst2')
 
 
 @pytest.fixture(scope='module')

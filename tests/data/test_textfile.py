@@ -14,11 +14,6 @@ OPTIONS = dict(text_column='sentence', label_column='label',
                vocab_size=2000, max_length=32)
 
 
-@pytest.fixture(scope='module')
-def sst2():
-  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
-  return extract_shared('sst2')
-
 
 @pytest.fixture(scope='module')
 def sources(sst2, tmp_path_factory):

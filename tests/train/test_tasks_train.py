@@ -17,16 +17,6 @@ def run(config, workdir, steps):
   return loop.train_and_evaluate(config, str(workdir))
 
 
-@pytest.fixture(scope='module')
-def isbi():
-  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
-  return extract_shared('isbi2012-membrane')
-
-
-@pytest.fixture(scope='module')
-def sst2():
-  from conftest import extract_shared  # pylint: disable=g-import-not-at-top
-  return extract_shared('sst2')
 
 
 def small_unet(isbi, variant='default'):
