@@ -9,6 +9,12 @@ import logging as logging_std
 import os
 import sys
 
+if __name__ == '__main__':
+  # Before any import starts threads or allocates: glibc reads its tunables
+  # only at process start (aisci/huge_pages.py).
+  from aisci import huge_pages  # pylint: disable=g-import-not-at-top
+  huge_pages.restart_with_huge_pages()
+
 # Quiet TensorFlow's C++ start-up chatter; it only runs the input pipeline.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 

@@ -91,6 +91,17 @@ def run_worker(module: str, args: Sequence[str], *, env: dict[str, str] | None =
       f'(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
 
 
+def main_env(huge_pages: bool = True) -> dict[str, str]:
+  """Extra environment of a process as `python -m aisci.main` runs it: its
+  restart with glibc's huge-page tunable (aisci/huge_pages.py), where the
+  machine gains from it; {} otherwise or with huge_pages=False."""
+  from aisci import huge_pages as huge_pages_lib  # pylint: disable=g-import-not-at-top
+  if not huge_pages or not huge_pages_lib.needs_restart(
+      os.environ, huge_pages_lib.thp_mode()):
+    return {}
+  return {'GLIBC_TUNABLES': huge_pages_lib.with_tunable(os.environ)['GLIBC_TUNABLES']}
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A Markdown table (readable as text, pastes into benchmarks/README.md)."""
   cells = [[str(c) for c in row] for row in rows]

@@ -33,6 +33,10 @@ _DEVICES = flags.DEFINE_list('devices', ['1', '8'],
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed steps (median taken).')
 _TORCH = flags.DEFINE_bool('torch', True, 'Measure the PyTorch reference.')
+_HUGE_PAGES = flags.DEFINE_bool(
+    'huge_pages', True, 'Run aisci as aisci.main does, with glibc malloc on '
+    'transparent huge pages (aisci/huge_pages.py), and PyTorch both with and '
+    'without, keeping its faster; --nohuge_pages: neither.')
 # Internal: what a worker process measures.
 _WORKER = flags.DEFINE_enum('worker', None, ['jax', 'torch'],
                             'Internal: measure one thing and emit it.')
@@ -121,7 +125,8 @@ def main(argv):
 
   common.header(f'train step, batch {_BATCH.value}, float32, median of '
                 f'{_REPEATS.value} steps after {_WARMUP.value} warm-up steps')
-  print(f'# XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)
+  print(f'# XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}; aisci runs with '
+        f'{common.main_env(_HUGE_PAGES.value) or "default malloc"}', flush=True)
   passed = [f'--batch_size={_BATCH.value}', f'--warmup={_WARMUP.value}',
             f'--repeats={_REPEATS.value}']
   devices = [int(d) for d in _DEVICES.value]
@@ -135,7 +140,8 @@ def main(argv):
     row, rates = [bench_models.MODELS[name][2], ''], []
     for d in devices:
       result = common.run_worker('benchmarks.train_step', [
-          '--worker=jax', f'--model={name}', f'--num_devices={d}', *passed])
+          '--worker=jax', f'--model={name}', f'--num_devices={d}', *passed],
+                                 env=common.main_env(_HUGE_PAGES.value))
       rates.append(_BATCH.value / result['median_s'])
       row[1] = f'{result["params"]:,}'
       row.append(f'{rates[-1]:.1f}')
@@ -145,12 +151,21 @@ def main(argv):
     if _TORCH.value and not bench_models.has_torch_twin(name):
       row += ['-'] * (1 + len(rates))
     elif _TORCH.value:
-      result = common.run_worker('benchmarks.train_step', [
-          '--worker=torch', f'--model={name}', *passed])
-      torch_rate = _BATCH.value / result['median_s']
-      print(f'#   {name} PyTorch {result["version"]} ({result["threads"]} '
-            f'threads): {torch_rate:.1f} img/s, params {result["params"]:,}, '
-            f'{_steps(result)}, load {common.load()}', flush=True)
+      # PyTorch as it is usually run, and with aisci's malloc setting
+      # (which helps some of its models): the faster is the reference.
+      envs = {'default malloc': {}}
+      if common.main_env(_HUGE_PAGES.value):
+        envs['huge pages'] = common.main_env(_HUGE_PAGES.value)
+      torch_rate = 0.0
+      for setting, env in envs.items():
+        result = common.run_worker('benchmarks.train_step', [
+            '--worker=torch', f'--model={name}', *passed], env=env)
+        rate = _BATCH.value / result['median_s']
+        torch_rate = max(torch_rate, rate)
+        print(f'#   {name} PyTorch {result["version"]} ({result["threads"]} '
+              f'threads, {setting}): {rate:.1f} img/s, params '
+              f'{result["params"]:,}, {_steps(result)}, load {common.load()}',
+              flush=True)
       row.append(f'{torch_rate:.1f}')
       row += [f'{r / torch_rate:.2f}' for r in rates]
     row.append(common.load().split()[0])
