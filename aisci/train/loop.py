@@ -202,6 +202,14 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
 
   def evaluate(state):
+    # One evaluation step in flight at a time. Eval steps do not depend on
+    # each other, and XLA:CPU can deadlock when several such multi-device
+    # programs with collectives are queued at once: on 2026-12-02 a fast-CNN
+    # run on 8 CPU devices hung at its first evaluation, 7 devices waiting
+    # in an all-reduce for the 8th, whose launch waited behind the next
+    # batch's. Waiting costs nothing here (the step is the bottleneck and
+    # tf.data prefetches the next batch meanwhile).
+    jax.block_until_ready(state)
     sums = None
     for local_batch in progress_lib.track(  # a line every 30 s if long
         eval_dataset.as_numpy_iterator(), int(eval_dataset.cardinality()),
@@ -210,6 +218,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                                                            batch_sharding))
       sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums,
                                                           batch_sums)
+      jax.block_until_ready(sums)
     return task.summarize(jax.device_get(sums), class_names)
 
   # ------------------------------------------------------------------ loop --
