@@ -73,7 +73,7 @@ def main(argv):
   reference = common.run_worker('benchmarks.train_step', [
       '--worker=jax', f'--model={_REFERENCE.value}', '--num_devices=8',
       f'--batch_size={bench_models.config_for(_REFERENCE.value).input.batch_size}',
-      '--warmup=3', '--repeats=10'])
+      '--warmup=3', '--repeats=10'], env=common.main_env())
   ref_config = bench_models.config_for(_REFERENCE.value)
   consumption = ref_config.input.batch_size / reference['median_s']
   print(f'#   consumer: {_REFERENCE.value} train step, 8 CPU devices: '

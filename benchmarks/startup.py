@@ -69,7 +69,8 @@ def run(model: str, cache_dir: str) -> dict:
   start = time.time()
   result = common.run_worker('benchmarks.startup', [
       '--worker', f'--model={model}', f'--cache_dir={cache_dir}',
-      f'--batch_size={_BATCH.value}', f'--devices={_DEVICES.value}'])
+      f'--batch_size={_BATCH.value}', f'--devices={_DEVICES.value}'],
+                             env=common.main_env())  # as aisci.main runs
   result['wall_s'] = result['done_at'] - start
   return result
 

@@ -9,12 +9,15 @@ all CPU devices, exactly as aisci/train/loop.py jits it); PyTorch runs the
 equivalent eager model (benchmarks/torch_models.py) with the same batch,
 optimizer (AdamW with clipping / SGD Nesterov, weight decay on kernels
 only), label-smoothed cross-entropy, float32, channels_last for the CNN and
-as many threads as the machine has CPUs. Each measurement runs in a fresh
+as many threads as the machine has CPUs. aisci runs with glibc malloc on
+huge pages as `python -m aisci.main` does (aisci/huge_pages.py); PyTorch
+runs with and without, and the faster counts. Each measurement runs in a fresh
 process; images/s is batch / median step time over `--repeats` steps after
 `--warmup` steps, each step waited for (block_until_ready).
 """
 
 import os
+import resource
 import statistics
 import time
 
@@ -57,9 +60,16 @@ def jax_worker(name: str, num_devices: int) -> dict:
     holder[0], metrics = compiled(holder[0], batch)
     jax.block_until_ready((holder[0], metrics))
 
-  median, times, cpu = common.median_seconds(step, warmup=_WARMUP.value,
+  for _ in range(_WARMUP.value):
+    step()
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  median, times, cpu = common.median_seconds(step, warmup=0,
                                              repeats=_REPEATS.value)
+  after = resource.getrusage(resource.RUSAGE_SELF)
   return dict(median_s=median, times=times, cpu=cpu, compile_s=compile_s,
+              # Per timed step: page faults and kernel CPU time (huge_pages.py).
+              minor_faults=(after.ru_minflt - before.ru_minflt) / _REPEATS.value,
+              system_s=(after.ru_stime - before.ru_stime) / _REPEATS.value,
               devices=len(jax.devices()),
               params=sum(x.size for x in jax.tree.leaves(holder[0].params)))
 

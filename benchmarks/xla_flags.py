@@ -53,7 +53,7 @@ def main(argv):
               f'--num_devices={_DEVICES.value}',
               f'--batch_size={_BATCH.value}', '--warmup=2',
               f'--repeats={_REPEATS.value}'],
-                                     env=dict(XLA_FLAGS=f"{base_flags} {flag}".strip()))
+                                     env=dict(common.main_env(), XLA_FLAGS=f"{base_flags} {flag}".strip()))
         except RuntimeError as e:
           print(f'#   {name} {flag or "(none)"}: failed: {str(e)[-300:]}')
           continue

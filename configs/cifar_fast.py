@@ -5,9 +5,9 @@ Variants (after a colon: configs/cifar_fast.py:cpu):
   default  widths 64/256/256 (airbench94's), batch 512, 10 epochs; a GPU
            recipe (tens of seconds on an H100-class GPU).
   cpu      widths 32/128/128 (a quarter of the compute), 15 epochs, for
-           2 CPU cores: 88.32% top-1 on the JPEG copy of CIFAR-10 in 42
-           minutes end to end (80.2% after 5 epochs, 85.6% after 10;
-           experiments/cifar10.md).
+           2 CPU cores: 88.32% top-1 on the JPEG copy of CIFAR-10 in 38
+           minutes end to end on a slow day (80.2% after 5 epochs, 85.6%
+           after 10; experiments/cifar10.md).
   tiny     a few hundred steps at width 16/32/32, to check the recipe
            learns (about a minute).
 
