@@ -26,6 +26,8 @@ CANDIDATES = (
     '--xla_cpu_use_xnnpack=true',
     '--xla_cpu_use_onednn=true',
     '--xla_cpu_experimental_onednn_custom_call=true',
+    '--xla_cpu_experimental_ynn_fusion_type=individual_convolution',
+    '--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY',
 )
 
 _MODELS = flags.DEFINE_list('models', ['vit_tiny', 'resnet18_tiny'],
