@@ -7,8 +7,8 @@ step maps fresh memory and the kernel faults it in 4 KiB at a time: ~210,000
 page faults per step, 17 % of the CPU time of a whole fast-CNN run
 (benchmarks/README.md). With glibc's `glibc.malloc.hugetlb=1` tunable,
 malloc asks for transparent huge pages on those mappings (madvise), and the
-same memory comes in 2 MiB pages: ~20-50x fewer faults, steps 6-34 % faster
-(benchmarks/huge_pages.py).
+same memory comes in 2 MiB pages: 24-40x fewer faults for the fast CNN and
+the ViT tiny, steps 6-34 % faster (benchmarks/huge_pages.py).
 
 The tunable is read only when a process starts, so `python -m aisci.main`
 re-executes itself once (same PID, same arguments) with it in

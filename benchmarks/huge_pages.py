@@ -12,6 +12,8 @@ worker, 8 CPU devices) in fresh processes, alternating the two settings for
 page faults and kernel (system) CPU seconds per step.
 """
 
+import os
+
 from absl import app
 from absl import flags
 
@@ -32,8 +34,8 @@ def main(argv):
   mode = huge_pages.thp_mode()
   common.header(f'page faults per train step, {_DEVICES.value} CPU devices; '
                 f'kernel THP mode: {mode}')
-  settings = {'glibc default': {},
-              huge_pages.TUNABLE: {'GLIBC_TUNABLES': huge_pages.TUNABLE}}
+  settings = {'glibc default': {}, huge_pages.TUNABLE: {
+      'GLIBC_TUNABLES': huge_pages.with_tunable(os.environ)['GLIBC_TUNABLES']}}
   rows = []
   for entry in _MODELS.value:
     name, _, batch = entry.partition(':')

@@ -71,11 +71,13 @@ def synthetic_batch(batch_size: int, image_size: int
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-def aisci_train_step(name: str, batch_size: int):
-  """aisci's train step for model `name`, jitted as aisci/train/loop.py does.
+def aisci_jitted(name: str, batch_size: int):
+  """aisci's init and train step for model `name`, jitted as
+  aisci/train/loop.py does, nothing run or compiled yet.
 
-  Returns (jitted step, initial state, batch on the devices): the state is
-  replicated and donated, the batch sharded over a mesh of all devices.
+  Returns (jitted init, its rng, jitted step, batch on the devices): init
+  gives the replicated state, the step donates it, the batch is sharded over
+  a mesh of all devices.
   """
   # pylint: disable=g-import-not-at-top
   import jax
@@ -99,7 +101,7 @@ def aisci_train_step(name: str, batch_size: int):
   rng = jax.random.PRNGKey(config.seed)
   state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
                                                mesh)
-  state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+  init = jax.jit(init_fn, out_shardings=state_sharding)
   train_step = jax.jit(
       functools.partial(steps.train_step, model=model, task=task, tx=tx,
                         schedule=schedule),
@@ -109,7 +111,14 @@ def aisci_train_step(name: str, batch_size: int):
   images, labels = synthetic_batch(batch_size, size)
   batch = {'image': jax.device_put(images, batch_sharding),
            'label': jax.device_put(labels, batch_sharding)}
-  return train_step, state, batch
+  return init, rng, train_step, batch
+
+
+def aisci_train_step(name: str, batch_size: int):
+  """(jitted step, initial state, batch on the devices): aisci_jitted with
+  init run."""
+  init, rng, train_step, batch = aisci_jitted(name, batch_size)
+  return train_step, init(rng), batch
 
 
 def has_torch_twin(name: str) -> bool:

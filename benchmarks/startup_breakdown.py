@@ -3,10 +3,11 @@
   python -m benchmarks.startup_breakdown --model=vit_tiny   # run twice: the
   # first fills the cache directory, the second shows a warm start
 
-Imports (each library alone, in the order aisci.main loads them), then the
-steps of building and jitting init and the train step with JAX's persistent
-compilation cache in --cache_dir (lowering always runs; compiling is a cache
-load when warm), then the first and second executed steps. Complements
+Imports (each library alone, in the order aisci.main loads them), then
+building and jitting init and the train step (benchmarks/models.py, as
+aisci/train/loop.py does) with JAX's persistent compilation cache in
+--cache_dir (lowering always runs; compiling is a cache load when warm),
+then the first and second executed steps. Complements
 benchmarks/startup.py, which times whole fresh processes.
 """
 
@@ -35,20 +36,13 @@ _mark('import tensorflow')
 from aisci.train import loop  # noqa: E402,F401
 _mark('import aisci (rest)')
 
-import functools  # noqa: E402
 import os  # noqa: E402
-import sys  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from aisci import compile_cache  # noqa: E402
-from aisci import models  # noqa: E402
-from aisci import tasks  # noqa: E402
-from aisci.train import optimizer as optimizer_lib  # noqa: E402
-from aisci.train import sharding as sharding_lib  # noqa: E402
-from aisci.train import steps  # noqa: E402
+from benchmarks import common  # noqa: E402
 from benchmarks import models as bench_models  # noqa: E402
 # pylint: enable=g-import-not-at-top,g-bad-import-order,wrong-import-position
 
@@ -65,36 +59,15 @@ def main(argv):
   jax.config.update('jax_num_cpu_devices', _DEVICES.value)
   warm = os.path.isdir(_CACHE_DIR.value) and bool(os.listdir(_CACHE_DIR.value))
   compile_cache.enable(_CACHE_DIR.value)
-  config = bench_models.config_for(_MODEL.value, _BATCH.value)
-  mesh = sharding_lib.make_mesh(config.mesh)
-  model = models.build_model(config.model, num_classes=bench_models.NUM_CLASSES,
-                             dtype=jnp.dtype(config.dtype))
-  task = tasks.build_task(config.task, num_classes=bench_models.NUM_CLASSES)
-  tx, schedule = optimizer_lib.make_optimizer(config)
-  size = config.input.image_size
-  init_fn = functools.partial(steps.init_state, model=model, tx=tx,
-                              example_input=jnp.zeros((1, size, size, 3)))
-  rng = jax.random.PRNGKey(config.seed)
-  _mark('build model, task, optimizer')
-  state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
-                                               mesh)
-  _mark('eval_shape of init')
-  lowered = jax.jit(init_fn, out_shardings=state_sharding).lower(rng)
+  init, rng, train_step, batch = bench_models.aisci_jitted(_MODEL.value,
+                                                           _BATCH.value)
+  _mark('build model, optimizer, shardings, batch')
+  lowered = init.lower(rng)
   _mark('init: trace + lower')
   compiled = lowered.compile()
   _mark('init: compile / cache load')
   state = jax.block_until_ready(compiled(rng))
   _mark('init: run')
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, task=task, tx=tx,
-                        schedule=schedule),
-      in_shardings=(state_sharding, batch_sharding),
-      out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
-      donate_argnums=(0,))
-  images, labels = bench_models.synthetic_batch(_BATCH.value, size)
-  batch = {'image': jax.device_put(images, batch_sharding),
-           'label': jax.device_put(labels, batch_sharding)}
   lowered = train_step.lower(state, batch)
   _mark('step: trace + lower')
   compiled = lowered.compile()
@@ -110,13 +83,7 @@ def main(argv):
           for (_, t0, c0), (name, t1, c1) in zip(_MARKS, _MARKS[1:])]
   rows.append(['to the first step done', f'{_MARKS[-2][1] - _MARKS[0][1]:.2f}',
                f'{_MARKS[-2][2] - _MARKS[0][2]:.2f}'])
-  print(common_table(['phase', 'wall s', 'CPU s'], rows))
-  sys.stdout.flush()
-
-
-def common_table(headers, rows):
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
-  return common.table(headers, rows)
+  print(common.table(['phase', 'wall s', 'CPU s'], rows))
 
 
 if __name__ == '__main__':

@@ -135,8 +135,9 @@ def main(argv):
 
   common.header(f'train step, batch {_BATCH.value}, float32, median of '
                 f'{_REPEATS.value} steps after {_WARMUP.value} warm-up steps')
+  huge_env = common.main_env(_HUGE_PAGES.value)
   print(f'# XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}; aisci runs with '
-        f'{common.main_env(_HUGE_PAGES.value) or "default malloc"}', flush=True)
+        f'{huge_env or "default malloc"}', flush=True)
   passed = [f'--batch_size={_BATCH.value}', f'--warmup={_WARMUP.value}',
             f'--repeats={_REPEATS.value}']
   devices = [int(d) for d in _DEVICES.value]
@@ -151,7 +152,7 @@ def main(argv):
     for d in devices:
       result = common.run_worker('benchmarks.train_step', [
           '--worker=jax', f'--model={name}', f'--num_devices={d}', *passed],
-                                 env=common.main_env(_HUGE_PAGES.value))
+                                 env=huge_env)
       rates.append(_BATCH.value / result['median_s'])
       row[1] = f'{result["params"]:,}'
       row.append(f'{rates[-1]:.1f}')
@@ -164,8 +165,8 @@ def main(argv):
       # PyTorch as it is usually run, and with aisci's malloc setting
       # (which helps some of its models): the faster is the reference.
       envs = {'default malloc': {}}
-      if common.main_env(_HUGE_PAGES.value):
-        envs['huge pages'] = common.main_env(_HUGE_PAGES.value)
+      if huge_env:
+        envs['huge pages'] = huge_env
       torch_rate = 0.0
       for setting, env in envs.items():
         result = common.run_worker('benchmarks.train_step', [
