@@ -25,6 +25,9 @@ MODELS = {
     'vit_tiny': ('configs/vit_cifar.py:tiny', dict(
         model=dict(stem='patch', tta_flip=False)),
                  'vit_cifar.py:tiny (width 128, depth 4, 4 heads, MLP 256)'),
+    # The config as it trains: conv stem (strided 3x3 convs) and flip TTA.
+    'vit_tiny_conv': ('configs/vit_cifar.py:tiny', {},
+                      'vit_cifar.py:tiny with its conv stem'),
     'resnet18': ('configs/resnet_cifar.py', {},
                  'ResNet-18 CIFAR, width 64 (resnet_cifar.py)'),
     'resnet18_tiny': ('configs/resnet_cifar.py:tiny', {},
@@ -123,7 +126,7 @@ def aisci_train_step(name: str, batch_size: int):
 
 def has_torch_twin(name: str) -> bool:
   model = config_for(name).model
-  return model.name == 'vit' or (model.name == 'resnet' and model.depth == 18
+  return (model.name == 'vit' and model.get('stem', 'patch') == 'patch') or (model.name == 'resnet' and model.depth == 18
                                  and model.stem == 'cifar')
 
 

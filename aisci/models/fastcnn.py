@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from aisci.models import conv
+
 
 def max_pool_2x2(x):
   """[batch, h, w, c] -> [batch, h // 2, w // 2, c], max of each 2x2 block.
@@ -46,15 +48,16 @@ class ConvGroup(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    conv = functools.partial(nn.Conv, self.features, (3, 3), padding='SAME',
-                             use_bias=False, dtype=self.dtype)
+    conv3x3 = functools.partial(conv.Conv, self.features, (3, 3),
+                                padding='SAME', use_bias=False,
+                                dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=jnp.float32)  # Norms in float32.
-    x = conv(name='conv1')(x)
+    x = conv3x3(name='conv1')(x)
     x = max_pool_2x2(x)
     x = nn.gelu(norm(name='bn1')(x)).astype(self.dtype)
-    y = conv(name='conv2')(x)
+    y = conv3x3(name='conv2')(x)
     y = nn.gelu(norm(name='bn2')(y)).astype(self.dtype)
     return x + y if self.residual else y
 
@@ -94,7 +97,7 @@ class FastCNN(nn.Module):
           f'Image size {h}x{w} is not divisible by {factor} (FastCNN halves '
           f'it in each of its {len(self.widths)} groups): change '
           'config.input.image_size or config.model.widths.')
-    x = nn.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
+    x = conv.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
                 dtype=self.dtype, name='stem_conv')(images.astype(self.dtype))
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                      epsilon=1e-5, dtype=jnp.float32, name='stem_bn')(x)

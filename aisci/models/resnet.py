@@ -17,6 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from aisci.models import conv
+
 # depth -> (block kind, blocks per stage).
 STAGES = {
     18: ('basic', (2, 2, 2, 2)),
@@ -30,11 +32,12 @@ STAGES = {
 def _conv(features, kernel, stride=1, *, dtype, name, **kw):
   """Bias-free conv (a BatchNorm follows) with PyTorch's symmetric padding."""
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 kernel_init=nn.initializers.variance_scaling(
-                     2.0, 'fan_out', 'normal'),
-                 name=name, **kw)
+  return conv.Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((pad, pad), (pad, pad)), use_bias=False,
+                   dtype=dtype,
+                   kernel_init=nn.initializers.variance_scaling(
+                       2.0, 'fan_out', 'normal'),
+                   name=name, **kw)
 
 
 class ResidualBlock(nn.Module):

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aisci.models import conv
+
 
 class ConvBlock(nn.Module):
   """Two (3x3 same-padded conv -> norm -> ReLU)."""
@@ -23,9 +25,9 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     for i in range(2):
-      x = nn.Conv(self.features, (3, 3), padding='SAME',
-                  use_bias=self.norm == 'none', dtype=self.dtype,
-                  name=f'conv{i + 1}')(x)
+      x = conv.Conv(self.features, (3, 3), padding='SAME',
+                    use_bias=self.norm == 'none', dtype=self.dtype,
+                    name=f'conv{i + 1}')(x)
       # Norms in float32 whatever the compute dtype.
       if self.norm == 'batch':
         # Under `jax.jit` with the batch sharded over a mesh these are
@@ -117,15 +119,15 @@ class UNet(nn.Module):
       else:
         n, xh, xw, c = x.shape
         x = jax.image.resize(x, (n, 2 * xh, 2 * xw, c), method='bilinear')
-        x = nn.Conv(features, (1, 1), dtype=self.dtype,
-                    name=f'upconv{level}')(x)
+        x = conv.Conv(features, (1, 1), dtype=self.dtype,
+                      name=f'upconv{level}')(x)
       x = jnp.concatenate([skips[level], x.astype(self.dtype)], axis=-1)
       x = block(features, name=f'up{level}')(x, train=train)
     if not self.num_classes:
       return x.astype(jnp.float32)
     # Logits in float32: softmax cross-entropy is unstable in bf16.
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=jnp.float32,
-                     name='logits')(x)
+    logits = conv.Conv(self.num_classes, (1, 1), dtype=jnp.float32,
+                       name='logits')(x)
     if use_tta:
       views = jnp.split(logits, 8)
       undone = [_undo_dihedral(v, k, flip) for v, (k, flip) in zip(

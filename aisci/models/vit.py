@@ -10,6 +10,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from aisci.models import conv
+
 # name -> (width, depth, mlp_dim, num_heads), as in the ViT and DeiT papers.
 VARIANTS = {
     'Ti': (192, 12, 768, 3),
@@ -198,8 +200,8 @@ class ViT(nn.Module):
     p = s['patch_size']
     x = images.astype(self.dtype)
     if self.stem == 'patch':
-      return nn.Conv(s['width'], (p, p), strides=(p, p), padding='VALID',
-                     dtype=self.dtype, name='embedding')(x)
+      return conv.Conv(s['width'], (p, p), strides=(p, p), padding='VALID',
+                       dtype=self.dtype, name='embedding')(x)
     if self.stem != 'conv' or p & (p - 1) or p < 2:
       raise ValueError(f"config.model.stem must be 'patch' or 'conv' (the "
                        f'latter with a patch size that is a power of 2 >= 2); '
@@ -207,9 +209,9 @@ class ViT(nn.Module):
     steps = p.bit_length() - 1
     for i in range(steps):
       last = i == steps - 1
-      x = nn.Conv(s['width'] if last else self.stem_width * 2**i, (3, 3),
-                  strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  name='embedding' if last else f'stem_conv{i + 1}')(x)
+      x = conv.Conv(s['width'] if last else self.stem_width * 2**i, (3, 3),
+                    strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                    name='embedding' if last else f'stem_conv{i + 1}')(x)
       if not last:
         x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name=f'stem_norm{i + 1}')(x),
                     approximate=self.gelu_approximate)

@@ -1,0 +1,170 @@
+"""2-D convolution whose weight gradient on CPU is one matrix product over
+image patches; everything else (forward, input gradient, other backends)
+is XLA's own convolution.
+
+Why: XLA:CPU computes a convolution's weight gradient with Eigen's
+backward-filter kernel, which is far slower than its forward pass on the
+layer shapes of small CIFAR networks. Measured 2026-12-02 on 2 cores (AMD
+EPYC, AVX2; `python -m benchmarks.conv_grad`): a 3x3 conv 24 -> 32
+channels at 32x32, batch 64 (the fast CNN's largest layer as one of 8
+devices sees it) took 20 ms forward, 18 ms for the input gradient and
+~350 ms for the weight gradient; as patches [batch * h * w, 9 * c_in]
+transposed times the output gradient [batch * h * w, c_out] it takes ~50
+ms, and the fast CNN's whole train step runs 1.84x faster. GPUs and TPUs keep XLA's kernel (`lax.platform_dependent`), so the
+same program exported or run there is unchanged.
+
+`conv_general_dilated` has lax's signature, so a Flax module takes it as
+`nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`: parameters,
+checkpoints and pretrained-weight conversions are those of nn.Conv.
+Convolutions it does not cover (dilation, feature groups, layouts other
+than NHWC/HWIO, negative padding) go to lax unchanged.
+"""
+
+import functools
+import math
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+# Patches of one product at most (elements of the global batch); larger
+# ones are split into row bands of the output, each its own product, which
+# bounds the memory of the backward pass to about this much (4 bytes each).
+MAX_PATCH_ELEMENTS = 1 << 26  # 256 MB of float32
+# Where XLA's kernel is kept on CPU: 3x3-like stride-1 convolutions whose
+# input plus output gradient are under this many elements per device (the
+# batch split over all devices). Below it XLA's kernel runs at 15-45
+# GFLOP/s and the patches are up to 2x slower; above it XLA's collapses to
+# 2-5 GFLOP/s and the patches win 2-15x. Strided and 1x1 convolutions take
+# the patches at every size (1.3-6x faster). From the grids of
+# `python -m benchmarks.conv_grad` (benchmarks/README.md).
+PATCH_MIN_ELEMENTS_PER_DEVICE = 1 << 20
+# False gives XLA's own weight gradient on CPU too (benchmarks/conv_grad.py
+# compares the two); read when a step is traced.
+PATCH_WEIGHT_GRAD_ON_CPU = True
+
+
+def _is_nhwc(dimension_numbers) -> bool:
+  if dimension_numbers is None:
+    return False
+  as_numbers = functools.partial(lax.conv_dimension_numbers, (1,) * 4, (1,) * 4)
+  return as_numbers(dimension_numbers) == as_numbers(_NHWC)
+
+
+def _xla_conv(x, w, strides, pads, precision):
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC,
+                                  precision=precision)
+
+
+def weight_grad_patches(x, g, kernel_size: Sequence[int],
+                        strides: Sequence[int],
+                        pads: Sequence[tuple[int, int]],
+                        precision=None) -> jax.Array:
+  """Weight gradient of an NHWC/HWIO convolution as patches^T @ g.
+
+  x: input [batch, h, w, c_in]; g: output gradient [batch, ho, wo, c_out].
+  Returns [kh, kw, c_in, c_out] in x's dtype.
+  """
+  kh, kw = kernel_size
+  sh, sw = strides
+  n, _, _, c = x.shape
+  _, ho, wo, o = g.shape
+  xp = lax.pad(x, jnp.zeros((), x.dtype),
+               ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  rows = max(1, min(ho, MAX_PATCH_ELEMENTS // max(1, n * wo * kh * kw * c)))
+  total = None
+  for r0 in range(0, ho, rows):  # row bands of the output
+    r1 = min(ho, r0 + rows)
+    band = [lax.slice(xp, (0, r0 * sh + i, j, 0),
+                      (n, (r1 - 1) * sh + i + 1, (wo - 1) * sw + j + 1, c),
+                      (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(band, axis=-1).reshape(-1, kh * kw * c)
+    part = jnp.dot(patches.T, g[:, r0:r1].reshape(-1, o), precision=precision,
+                   preferred_element_type=jnp.float32)
+    total = part if total is None else total + part
+  return total.astype(x.dtype).reshape(kh, kw, c, o)
+
+
+def use_patches(x_shape, g_shape, w_shape, strides) -> bool:
+  """Whether the weight gradient on CPU is taken as patches (see above)."""
+  if any(s != 1 for s in strides) or tuple(w_shape[:2]) == (1, 1):
+    return True
+  elements = math.prod(x_shape) + math.prod(g_shape)
+  return elements / jax.device_count() >= PATCH_MIN_ELEMENTS_PER_DEVICE
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
+  return _xla_conv(x, w, strides, pads, precision)
+
+
+def _conv_fwd(x, w, strides, pads, precision):
+  return _xla_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _conv_bwd(strides, pads, precision, residuals, g):
+  x, w = residuals
+  _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, w, strides, pads, precision),
+                         x)
+  (dx,) = input_vjp(g)
+
+  def xla_weight_grad(x, g):
+    _, weight_vjp = jax.vjp(
+        lambda w_: _xla_conv(x, w_, strides, pads, precision), w)
+    return weight_vjp(g)[0]
+
+  def patch_weight_grad(x, g):
+    return weight_grad_patches(x, g, w.shape[:2], strides, pads,
+                               precision).astype(w.dtype)
+
+  if not PATCH_WEIGHT_GRAD_ON_CPU or not use_patches(x.shape, g.shape, w.shape,
+                                                     strides):
+    return dx, xla_weight_grad(x, g)
+  dw = lax.platform_dependent(x, g, cpu=patch_weight_grad,
+                              default=xla_weight_grad)
+  return dx, dw
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding,
+                         lhs_dilation: Optional[Sequence[int]] = None,
+                         rhs_dilation: Optional[Sequence[int]] = None,
+                         dimension_numbers=None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision=None,
+                         preferred_element_type=None) -> jax.Array:
+  """lax.conv_general_dilated, with the patch weight gradient on CPU where
+  it applies (2-D, NHWC/HWIO, no dilation or groups, padding >= 0)."""
+  dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+  if (lhs.ndim != 4 or dilated or feature_group_count != 1
+      or batch_group_count != 1 or preferred_element_type is not None
+      or not _is_nhwc(dimension_numbers)):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+  if isinstance(padding, str):
+    pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides,
+                               padding)
+  else:
+    pads = padding
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if any(p < 0 for pair in pads for p in pair):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding,
+                                    dimension_numbers=dimension_numbers,
+                                    precision=precision)
+  return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads,
+               precision)
+
+
+class Conv(nn.Conv):
+  """nn.Conv computing with conv_general_dilated above; the same fields,
+  parameters and automatic names (Conv_0, ...) as nn.Conv."""
+  conv_general_dilated: Any = conv_general_dilated

@@ -1,0 +1,170 @@
+"""aisci/models/conv.py: the patch weight gradient equals lax's, the CPU
+program really computes it without a convolution, other platforms keep
+XLA's kernel, and conv.Conv is nn.Conv's drop-in."""
+
+import chex
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aisci.models import conv
+from aisci.models import resnet
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+CASES = [  # input shape, kernel (h, w), strides, padding
+    ((2, 9, 9, 5), (3, 3), (1, 1), 'SAME'),
+    ((2, 9, 8, 5), (3, 3), (2, 2), 'SAME'),
+    ((2, 8, 8, 5), (1, 1), (2, 2), 'VALID'),
+    ((2, 8, 8, 3), (4, 4), (4, 4), 'VALID'),  # a ViT patch embedding
+    ((3, 7, 7, 4), (3, 3), (1, 2), ((2, 0), (1, 1))),
+    ((2, 6, 10, 3), (5, 3), (1, 1), ((2, 2), (1, 1))),
+]
+
+
+def _grads(conv_fn, x, w, strides, padding):
+  def loss(x, w):
+    y = conv_fn(x, w, strides, padding, dimension_numbers=NHWC)
+    return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) / y.size)
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
+
+
+def _inputs(shape, kernel, seed=0):
+  kx, kw = jax.random.split(jax.random.PRNGKey(seed))
+  x = jax.random.normal(kx, shape)
+  w = jax.random.normal(kw, kernel + (shape[-1], 6)) / np.sqrt(
+      np.prod(kernel) * shape[-1])
+  return x, w
+
+
+@pytest.mark.parametrize('patches', [True, False], ids=['patches', 'xla'])
+@pytest.mark.parametrize('shape,kernel,strides,padding', CASES)
+def test_gradients_match_lax(monkeypatch, patches, shape, kernel, strides,
+                             padding):
+  monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE',
+                      0 if patches else 1 << 40)
+  x, w = _inputs(shape, kernel)
+  chex.assert_equal(
+      conv.use_patches(shape, (1,), w.shape, strides),
+      patches or strides != (1, 1) or kernel == (1, 1))
+  expected = _grads(lax.conv_general_dilated, x, w, strides, padding)
+  got = _grads(conv.conv_general_dilated, x, w, strides, padding)
+  chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_equal_shapes_and_dtypes(got, expected)
+
+
+def test_row_bands_sum_to_the_whole_gradient(monkeypatch):
+  x, w = _inputs((2, 11, 7, 4), (3, 3), seed=3)
+  g = jax.random.normal(jax.random.PRNGKey(4), (2, 11, 7, 5))
+  pads = ((1, 1), (1, 1))
+  whole = conv.weight_grad_patches(x, g, (3, 3), (1, 1), pads)
+  monkeypatch.setattr(conv, 'MAX_PATCH_ELEMENTS', 2 * 7 * 9 * 4 * 3)  # 3 rows
+  bands = conv.weight_grad_patches(x, g, (3, 3), (1, 1), pads)
+  _, vjp = jax.vjp(lambda w_: lax.conv_general_dilated(
+      x, w_, (1, 1), pads, dimension_numbers=NHWC), jnp.zeros((3, 3, 4, 5)))
+  chex.assert_trees_all_close(bands, whole, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(bands, vjp(g)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_gradients_keep_their_dtype_and_are_as_accurate_as_lax(
+    monkeypatch):
+  monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', 0)
+  x, w = _inputs((2, 8, 8, 8), (3, 3), seed=5)
+  exact = _grads(lax.conv_general_dilated, x, w, (1, 1), 'SAME')
+  x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  ours = _grads(conv.conv_general_dilated, x16, w16, (1, 1), 'SAME')
+  lax16 = _grads(lax.conv_general_dilated, x16, w16, (1, 1), 'SAME')
+  chex.assert_trees_all_equal_dtypes(ours, (x16, w16))
+  for got, reference, target in zip(ours, lax16, exact):
+    error = np.abs(np.float32(got) - target).max()
+    lax_error = np.abs(np.float32(reference) - target).max()
+    assert error <= 1.5 * lax_error + 1e-3, (error, lax_error)
+
+
+def _compiled_convolutions(threshold, monkeypatch):
+  monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', threshold)
+  x, w = _inputs((4, 16, 16, 8), (3, 3))
+  weight_grad = jax.jit(jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2)))
+  return weight_grad.lower(w).compile().as_text().count(' convolution(')
+
+
+def test_cpu_program_takes_the_weight_gradient_without_a_convolution(
+    monkeypatch):
+  # The forward convolution (needed for the loss's cotangent) stays; XLA's
+  # weight gradient is a second convolution, the patches are a dot.
+  assert jax.default_backend() == 'cpu'
+  assert _compiled_convolutions(0, monkeypatch) == 1
+  assert _compiled_convolutions(1 << 40, monkeypatch) == 2
+
+
+def test_other_platforms_keep_xlas_weight_gradient(monkeypatch):
+  monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', 0)
+  x, w = _inputs((4, 16, 16, 8), (3, 3))
+  weight_grad = jax.jit(jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2)))
+  convolutions = {}
+  for platform in ('cpu', 'cuda'):
+    exported = jax.export.export(weight_grad, platforms=[platform])(w)
+    convolutions[platform] = exported.mlir_module().count(
+        'stablehlo.convolution')
+  assert convolutions == {'cpu': 1, 'cuda': 2}, convolutions
+
+
+@pytest.mark.parametrize('kwargs', [dict(rhs_dilation=(2, 2)),
+                                    dict(lhs_dilation=(2, 1)),
+                                    dict(feature_group_count=2)])
+def test_other_convolutions_are_lax_unchanged(monkeypatch, kwargs):
+  monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', 0)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 4))
+  groups = kwargs.get('feature_group_count', 1)
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4 // groups, 6))
+
+  def loss(fn, x, w):
+    return jnp.sum(jnp.sin(fn(x, w, (1, 1), ((1, 1), (1, 1)),
+                              dimension_numbers=NHWC, **kwargs)))
+  chex.assert_trees_all_close(
+      jax.grad(loss, argnums=(1, 2))(conv.conv_general_dilated, x, w),
+      jax.grad(loss, argnums=(1, 2))(lax.conv_general_dilated, x, w),
+      rtol=1e-5, atol=1e-5)
+
+
+def test_conv_module_is_nn_conv_with_the_same_parameters():
+  class Net(nn.Module):
+    layer: type
+
+    @nn.compact
+    def __call__(self, x):
+      x = self.layer(8, (3, 3), strides=(2, 2))(x)
+      return self.layer(4, (1, 1), use_bias=False)(x)
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 10, 10, 3))
+  ours = Net(conv.Conv).init(jax.random.PRNGKey(1), x)
+  flax_own = Net(nn.Conv).init(jax.random.PRNGKey(1), x)
+  chex.assert_trees_all_equal(ours, flax_own)  # names, shapes and init
+  assert set(ours['params']) == {'Conv_0', 'Conv_1'}
+  chex.assert_trees_all_close(Net(conv.Conv).apply(ours, x),
+                              Net(nn.Conv).apply(ours, x), rtol=1e-6)
+
+
+def test_resnet_gradients_with_and_without_patches(monkeypatch):
+  model = resnet.ResNet(num_classes=3, depth=18, width=4, stem='cifar',
+                        zero_init_last_bn=False)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+
+  def grads():
+    def loss(params):
+      logits, _ = model.apply({**variables, 'params': params}, x, train=True,
+                              mutable=['batch_stats'])
+      return jnp.mean(logits ** 2)
+    return jax.jit(jax.grad(loss))(variables['params'])
+
+  monkeypatch.setattr(conv, 'PATCH_WEIGHT_GRAD_ON_CPU', False)
+  expected = grads()
+  monkeypatch.setattr(conv, 'PATCH_WEIGHT_GRAD_ON_CPU', True)
+  monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', 0)
+  chex.assert_trees_all_close(grads(), expected, rtol=1e-4, atol=1e-6)
