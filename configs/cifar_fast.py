@@ -5,9 +5,10 @@ Variants (after a colon: configs/cifar_fast.py:cpu):
   default  widths 64/256/256 (airbench94's), batch 512, 10 epochs; a GPU
            recipe (tens of seconds on an H100-class GPU).
   cpu      widths 32/128/128 (a quarter of the compute), 15 epochs, for
-           2 CPU cores: 88.32% top-1 on the JPEG copy of CIFAR-10 in 38
-           minutes end to end on a slow day (80.2% after 5 epochs, 85.6%
-           after 10; experiments/cifar10.md).
+           2 CPU cores: 88.3-88.4% top-1 on the JPEG copy of CIFAR-10 (80.2-
+           80.5% after 5 epochs, 85.6-86.0% after 10), in 38 minutes end to
+           end on a fast machine, 61 on the slowest seen
+           (experiments/cifar10.md).
   tiny     a few hundred steps at width 16/32/32, to check the recipe
            learns (about a minute).
 
@@ -78,8 +79,8 @@ def get_config(arg=None):
   if variant == 'cpu':
     config.model.widths = (32, 128, 128)
     config.model.stem_width = 24
-    # 15 epochs: 300-500 images/s on 2 quiet cores (the machine varies)
-    # -> 25-42 min, start-up and evaluations included.
+    # 15 epochs: 200-500 images/s on 2 quiet cores (the machine varies)
+    # -> 25-61 min, start-up and evaluations included.
     epochs = 15
     config.total_steps = epochs * steps_per_epoch
     config.schedule.warmup_steps = 2 * steps_per_epoch

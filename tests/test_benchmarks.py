@@ -34,6 +34,28 @@ def test_no_twin_for_fastcnn():
     bench_models.torch_model(bench_models.config_for('fastcnn_cpu'))
 
 
+def test_no_twin_for_the_conv_stem_vit():
+  # The PyTorch ViT embeds patches with one strided conv; the conv stem
+  # would be compared with a different network.
+  assert bench_models.has_torch_twin('vit_tiny')
+  assert not bench_models.has_torch_twin('vit_tiny_conv')
+
+
+@pytest.mark.parametrize('name', ['fastcnn_cpu', 'resnet18_tiny'])
+def test_conv_grad_layer_list_is_the_models_convolutions(name):
+  from benchmarks import conv_grad  # pylint: disable=g-import-not-at-top
+  config = bench_models.config_for(name)
+  _, layers = conv_grad.conv_layers(name)
+  model = models.build_model(config.model, num_classes=10)
+  size = config.input.image_size
+  kernels = [x.shape for x in jax.tree.leaves(jax.eval_shape(
+      model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))
+  )['params']) if len(x.shape) == 4]
+  listed = [(k, k, c_in, c_out) for _, c_in, c_out, k, _, count in layers
+            for _ in range(count)]
+  assert sorted(listed) == sorted(kernels)
+
+
 def test_unknown_model_is_refused():
   with pytest.raises(ValueError, match='known'):
     bench_models.config_for('resnet1000')
