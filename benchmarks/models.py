@@ -126,8 +126,9 @@ def aisci_train_step(name: str, batch_size: int):
 
 def has_torch_twin(name: str) -> bool:
   model = config_for(name).model
-  return (model.name == 'vit' and model.get('stem', 'patch') == 'patch') or (model.name == 'resnet' and model.depth == 18
-                                 and model.stem == 'cifar')
+  patch_vit = model.name == 'vit' and model.get('stem', 'patch') == 'patch'
+  return patch_vit or (model.name == 'resnet' and model.depth == 18
+                       and model.stem == 'cifar')
 
 
 def torch_model(config: ml_collections.ConfigDict,

@@ -36,11 +36,13 @@ _NHWC = ('NHWC', 'HWIO', 'NHWC')
 MAX_PATCH_ELEMENTS = 1 << 26  # 256 MB of float32
 # Where XLA's kernel is kept on CPU: 3x3-like stride-1 convolutions whose
 # input plus output gradient are under this many elements per device (the
-# batch split over all devices). Below it XLA's kernel runs at 15-45
-# GFLOP/s and the patches are up to 2x slower; above it XLA's collapses to
-# 2-5 GFLOP/s and the patches win 2-15x. Strided and 1x1 convolutions take
-# the patches at every size (1.3-6x faster). From the grids of
-# `python -m benchmarks.conv_grad` (benchmarks/README.md).
+# batch split over all devices). Under it XLA's kernel ran at 15-45 GFLOP/s
+# and the patches were up to 2x slower; its collapses to 2-5 GFLOP/s (the
+# patches 2-15x faster there) were all on larger operands, and around the
+# threshold the two are within 2x either way. Strided and 1x1 convolutions
+# take the patches at every size (1.2-4.7x faster in the layers measured).
+# From the layer tables of `python -m benchmarks.conv_grad` on one machine
+# (benchmarks/README.md).
 PATCH_MIN_ELEMENTS_PER_DEVICE = 1 << 20
 # False gives XLA's own weight gradient on CPU too (benchmarks/conv_grad.py
 # compares the two); read when a step is traced.

@@ -98,7 +98,8 @@ class FastCNN(nn.Module):
           f'it in each of its {len(self.widths)} groups): change '
           'config.input.image_size or config.model.widths.')
     x = conv.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
-                dtype=self.dtype, name='stem_conv')(images.astype(self.dtype))
+                  dtype=self.dtype,
+                  name='stem_conv')(images.astype(self.dtype))
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                      epsilon=1e-5, dtype=jnp.float32, name='stem_bn')(x)
     x = nn.gelu(x).astype(self.dtype)

@@ -84,11 +84,16 @@ def test_bfloat16_gradients_keep_their_dtype_and_are_as_accurate_as_lax(
     assert error <= 1.5 * lax_error + 1e-3, (error, lax_error)
 
 
+def _weight_grad():
+  """(jitted gradient of a conv's loss w.r.t. its kernel, the kernel)."""
+  x, w = _inputs((4, 16, 16, 8), (3, 3))
+  return jax.jit(jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2))), w
+
+
 def _compiled_convolutions(threshold, monkeypatch):
   monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', threshold)
-  x, w = _inputs((4, 16, 16, 8), (3, 3))
-  weight_grad = jax.jit(jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
-      x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2)))
+  weight_grad, w = _weight_grad()
   return weight_grad.lower(w).compile().as_text().count(' convolution(')
 
 
@@ -103,9 +108,7 @@ def test_cpu_program_takes_the_weight_gradient_without_a_convolution(
 
 def test_other_platforms_keep_xlas_weight_gradient(monkeypatch):
   monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', 0)
-  x, w = _inputs((4, 16, 16, 8), (3, 3))
-  weight_grad = jax.jit(jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
-      x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2)))
+  weight_grad, w = _weight_grad()
   convolutions = {}
   for platform in ('cpu', 'cuda'):
     exported = jax.export.export(weight_grad, platforms=[platform])(w)
