@@ -56,6 +56,7 @@ import tensorflow as tf
 from aisci import export_check
 from aisci import inference
 from aisci.data import imagefolder
+from aisci.models import conv
 
 FORMATS = ('stablehlo', 'savedmodel', 'tflite', 'tflite_int8',
            'tflite_dynamic', 'onnx')
@@ -253,6 +254,17 @@ def export(trained: inference.Trained, fmt: str, output_dir: str, *,
   directory = os.path.join(output_dir, fmt)
   os.makedirs(directory, exist_ok=True)
   path = os.path.normpath(os.path.join(directory, ARTEFACTS[fmt]))
+  with conv.xla_convolutions():  # the runtimes' own kernels, not CPU tricks
+    batch_size = _export_artefact(trained, fmt, path, platforms,
+                                  tflite_batch_size, calibration)
+  write_preprocessing(trained, directory, fmt, batch_size)
+  return path
+
+
+def _export_artefact(trained, fmt, path, platforms, tflite_batch_size,
+                     calibration) -> Optional[int]:
+  """Writes the artefact of `fmt` at `path`; returns its fixed batch size
+  (None: symbolic)."""
   batch_size = None
   if fmt == 'stablehlo':
     export_stablehlo(trained, path, platforms)
@@ -267,8 +279,7 @@ def export(trained: inference.Trained, fmt: str, output_dir: str, *,
     export_tflite(trained, path, batch_size=batch_size,
                   calibration=calibration if fmt == 'tflite_int8' else None,
                   dynamic_range=fmt == 'tflite_dynamic')
-  write_preprocessing(trained, directory, fmt, batch_size)
-  return path
+  return batch_size
 
 
 # ------------------------------------------------------------------- cli --

@@ -45,16 +45,19 @@ _WORKER = flags.DEFINE_enum('worker', None, ['jax', 'torch'],
                             'Internal: measure one thing and emit it.')
 _MODEL = flags.DEFINE_string('model', None, 'Internal: the worker\'s model.')
 _NUM_DEVICES = flags.DEFINE_integer('num_devices', 1, 'Internal: CPU devices.')
-_CONV_WEIGHT_GRAD = flags.DEFINE_enum(
-    'conv_weight_grad', 'auto', ['auto', 'xla'], "Internal: 'xla' turns off "
-    "aisci/models/conv.py's patch weight gradient (benchmarks/conv_grad.py).")
+_CONV = flags.DEFINE_enum(
+    'conv', 'auto', ['auto', 'patches', 'xla'], "Internal: aisci/models/"
+    "conv.py as it is ('auto'), without Winograd ('patches'), or with "
+    "neither Winograd nor the patch weight gradient ('xla'); "
+    'benchmarks/conv_grad.py compares them.')
 
 
 def jax_worker(name: str, num_devices: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from aisci.models import conv  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_num_cpu_devices', num_devices)
-  conv.PATCH_WEIGHT_GRAD_ON_CPU = _CONV_WEIGHT_GRAD.value == 'auto'
+  conv.PATCH_WEIGHT_GRAD_ON_CPU = _CONV.value != 'xla'
+  conv.WINOGRAD_ON_CPU = _CONV.value == 'auto'
   train_step, state, batch = bench_models.aisci_train_step(name, _BATCH.value)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()

@@ -1,6 +1,8 @@
-"""2-D convolution whose weight gradient on CPU is one matrix product over
-image patches; everything else (forward, input gradient, other backends)
-is XLA's own convolution.
+"""2-D convolution tuned for XLA:CPU: 3x3 stride-1 layers as Winograd
+F(2x2, 3x3) (`aisci/models/winograd.py`), and for the other layers a weight
+gradient that is one matrix product over image patches; everything else
+(their forward pass and input gradient, other backends) is XLA's own
+convolution.
 
 Why: XLA:CPU computes a convolution's weight gradient with Eigen's
 backward-filter kernel, which is far slower than its forward pass on the
@@ -18,8 +20,16 @@ same program exported or run there is unchanged.
 checkpoints and pretrained-weight conversions are those of nn.Conv.
 Convolutions it does not cover (dilation, feature groups, layouts other
 than NHWC/HWIO, negative padding) go to lax unchanged.
+
+Winograd: see winograd.py for the method. Taken on CPU for float32 3x3
+stride-1 convolutions whose channels and outputs are large enough
+(`use_winograd`); it was 1.3-1.9x faster than the direct convolution with
+the patch weight gradient (forward plus both gradients) on the ResNet-18 and
+fast-CNN layers from 8x8 outputs and 24 channels up, and slower below
+(0.6x for 16 channels at 32x32, 0.8x at 4x4 outputs).
 """
 
+import contextlib
 import functools
 import math
 from typing import Any, Optional, Sequence
@@ -28,6 +38,8 @@ import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
+
+from aisci.models import winograd
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 # Patches of one product at most (elements of the global batch); larger
@@ -47,6 +59,29 @@ PATCH_MIN_ELEMENTS_PER_DEVICE = 1 << 20
 # False gives XLA's own weight gradient on CPU too (benchmarks/conv_grad.py
 # compares the two); read when a step is traced.
 PATCH_WEIGHT_GRAD_ON_CPU = True
+# Where Winograd F(2x2, 3x3) replaces a 3x3 stride-1 convolution on CPU:
+# float32, both channel counts and both output sizes at least these. From
+# `python -m benchmarks.conv_grad`'s layer tables (benchmarks/README.md).
+WINOGRAD_MIN_CHANNELS = 24
+WINOGRAD_MIN_OUTPUT_SIZE = 8
+# False keeps XLA's direct convolution on CPU (the benchmarks' A/B); read
+# when a step is traced.
+WINOGRAD_ON_CPU = True
+_XLA_ONLY = False  # set by xla_convolutions()
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+  """Within it, conv_general_dilated traces lax's own convolution and
+  nothing else: for programs exported to other runtimes (aisci/export.py:
+  TFLite, ONNX, SavedModel, StableHLO), which bring their own kernels and
+  may not convert the Winograd form (TFLite's converter rejects it)."""
+  global _XLA_ONLY
+  previous, _XLA_ONLY = _XLA_ONLY, True
+  try:
+    yield
+  finally:
+    _XLA_ONLY = previous
 
 
 def _is_nhwc(dimension_numbers) -> bool:
@@ -99,6 +134,18 @@ def use_patches(x_shape, g_shape, w_shape, strides) -> bool:
   return elements / jax.device_count() >= PATCH_MIN_ELEMENTS_PER_DEVICE
 
 
+def use_winograd(x_shape, w_shape, strides, pads, dtype) -> bool:
+  """Whether a convolution takes winograd.conv3x3 on CPU (see above)."""
+  if not WINOGRAD_ON_CPU or jnp.dtype(dtype) != jnp.float32:
+    return False
+  if tuple(w_shape[:2]) != (3, 3) or tuple(strides) != (1, 1):
+    return False
+  _, h, w, _ = x_shape
+  outputs = (winograd.output_size(h, pads[0]), winograd.output_size(w, pads[1]))
+  return (min(w_shape[2:]) >= WINOGRAD_MIN_CHANNELS
+          and min(outputs) >= WINOGRAD_MIN_OUTPUT_SIZE)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, w, strides, pads, precision):
   return _xla_conv(x, w, strides, pads, precision)
@@ -140,10 +187,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding,
                          dimension_numbers=None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None) -> jax.Array:
-  """lax.conv_general_dilated, with the patch weight gradient on CPU where
-  it applies (2-D, NHWC/HWIO, no dilation or groups, padding >= 0)."""
+  """lax.conv_general_dilated, with Winograd or the patch weight gradient on
+  CPU where they apply (2-D, NHWC/HWIO, no dilation or groups, padding >= 0)."""
   dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-  if (lhs.ndim != 4 or dilated or feature_group_count != 1
+  if (_XLA_ONLY or lhs.ndim != 4 or dilated or feature_group_count != 1
       or batch_group_count != 1 or preferred_element_type is not None
       or not _is_nhwc(dimension_numbers)):
     return lax.conv_general_dilated(
@@ -162,8 +209,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding,
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding,
                                     dimension_numbers=dimension_numbers,
                                     precision=precision)
-  return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads,
-               precision)
+  strides = tuple(int(s) for s in window_strides)
+  if use_winograd(lhs.shape, rhs.shape, strides, pads,
+                  jnp.result_type(lhs, rhs)):
+    return lax.platform_dependent(
+        lhs, rhs,
+        cpu=lambda x, w: winograd.conv3x3(x, w, pads, precision),
+        default=lambda x, w: _conv(x, w, strides, pads, precision))
+  return _conv(lhs, rhs, strides, pads, precision)
 
 
 class Conv(nn.Conv):

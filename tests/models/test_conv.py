@@ -153,17 +153,18 @@ def test_conv_module_is_nn_conv_with_the_same_parameters():
                               Net(nn.Conv).apply(ours, x), rtol=1e-6)
 
 
-def test_resnet_gradients_with_and_without_patches(monkeypatch):
-  model = resnet.ResNet(num_classes=3, depth=18, width=4, stem='cifar',
-                        zero_init_last_bn=False)
-  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
-  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+def test_resnet_block_gradients_with_and_without_patches(monkeypatch):
+  # A downsampling block: strided 3x3, 1x1 projection and stride-1 3x3
+  # convolutions, all taking the patches (threshold 0).
+  model = resnet.ResidualBlock(features=8, stride=2)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 4))
+  variables = model.init(jax.random.PRNGKey(1), x, False)
 
   def grads():
     def loss(params):
-      logits, _ = model.apply({**variables, 'params': params}, x, train=True,
-                              mutable=['batch_stats'])
-      return jnp.mean(logits ** 2)
+      y, _ = model.apply({**variables, 'params': params}, x, True,
+                         mutable=['batch_stats'])
+      return jnp.mean(jnp.sin(y))
     return jax.jit(jax.grad(loss))(variables['params'])
 
   monkeypatch.setattr(conv, 'PATCH_WEIGHT_GRAD_ON_CPU', False)

@@ -1,0 +1,163 @@
+"""aisci/models/winograd.py: F(2x2, 3x3) gives lax's convolution and its
+gradients; conv.py takes it where its rule says, on CPU only, and never in
+programs exported for other runtimes."""
+
+import chex
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aisci.models import conv
+from aisci.models import resnet
+from aisci.models import winograd
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+CASES = [  # input shape, output channels, padding
+    ((2, 8, 8, 5), 6, ((1, 1), (1, 1))),  # 'SAME', even sizes
+    ((2, 7, 9, 3), 4, ((1, 1), (1, 1))),  # odd sizes: a half tile at the end
+    ((1, 6, 5, 4), 3, ((0, 0), (0, 0))),  # 'VALID'
+    ((3, 5, 6, 2), 5, ((2, 0), (1, 2))),  # asymmetric padding
+    ((2, 3, 3, 3), 2, ((1, 1), (1, 1))),  # smaller than two tiles
+]
+
+
+def _inputs(shape, c_out, seed=0):
+  kx, kw = jax.random.split(jax.random.PRNGKey(seed))
+  x = jax.random.normal(kx, shape)
+  w = jax.random.normal(kw, (3, 3, shape[-1], c_out)) / np.sqrt(9 * shape[-1])
+  return x, w
+
+
+def _lax_conv(x, w, pads):
+  return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=NHWC)
+
+
+def _value_and_grads(conv_fn, x, w):
+  def loss(x, w):
+    y = conv_fn(x, w)
+    # A cotangent that differs per element, so that a misplaced one shows.
+    return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) / y.size)
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+
+
+@pytest.mark.parametrize('shape,c_out,pads', CASES)
+def test_output_and_gradients_match_lax(shape, c_out, pads):
+  x, w = _inputs(shape, c_out)
+  y = jax.jit(lambda x, w: winograd.conv3x3(x, w, pads))(x, w)
+  expected_y = _lax_conv(x, w, pads)
+  chex.assert_shape(y, expected_y.shape)
+  chex.assert_trees_all_close(y, expected_y, rtol=1e-5, atol=1e-5)
+  got = _value_and_grads(lambda x, w: winograd.conv3x3(x, w, pads), x, w)
+  expected = _value_and_grads(lambda x, w: _lax_conv(x, w, pads), x, w)
+  chex.assert_trees_all_equal_shapes_and_dtypes(got, expected)
+  chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('shape,c_out,pads', CASES[1:4])
+def test_written_out_transposes_are_the_transforms_transposes(shape, c_out,
+                                                              pads):
+  x, _ = _inputs(shape, c_out)
+  forward_in = lambda x_: winograd.input_transform(x_, pads)
+  forward_out = lambda m: winograd.output_transform(m, x.shape, pads)
+  v = jax.jit(forward_in)(x)
+  dv = jax.random.normal(jax.random.PRNGKey(2), v.shape)
+  dy = jax.random.normal(jax.random.PRNGKey(3),
+                         jax.eval_shape(forward_out, v).shape)
+
+  @jax.jit
+  def both_ways(dv, dy):
+    written = (winograd.input_transform_transpose(dv, x.shape, pads),
+               winograd.output_transform_transpose(dy, x.shape, pads))
+    automatic = (jax.linear_transpose(forward_in, x)(dv)[0],
+                 jax.linear_transpose(forward_out, v)(dy)[0])
+    return written, automatic
+
+  written, automatic = both_ways(dv, dy)
+  chex.assert_trees_all_close(written, automatic, rtol=1e-6, atol=1e-6)
+
+
+def test_float32_error_is_that_of_the_direct_convolution():
+  # Against a float64 reference computed with NumPy, not with either method.
+  x, w = _inputs((2, 16, 16, 32), 32, seed=4)
+  x64, w64 = np.float64(x), np.float64(w)
+  xp = np.pad(x64, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  exact = sum(np.einsum('nhwc,co->nhwo', xp[:, i:i + 16, j:j + 16], w64[i, j])
+              for i in range(3) for j in range(3))
+  pads = ((1, 1), (1, 1))
+  ours = np.abs(np.float64(winograd.conv3x3(x, w, pads)) - exact).max()
+  direct = np.abs(np.float64(_lax_conv(x, w, pads)) - exact).max()
+  assert ours <= 4 * direct + 1e-6, (ours, direct)
+
+
+@pytest.mark.parametrize('x_shape,w_shape,strides,dtype,expected', [
+    ((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), jnp.float32, True),
+    ((8, 8, 8, 24), (3, 3, 24, 24), (1, 1), jnp.float32, True),
+    ((8, 32, 32, 16), (3, 3, 16, 64), (1, 1), jnp.float32, False),  # few in
+    ((8, 32, 32, 64), (3, 3, 64, 16), (1, 1), jnp.float32, False),  # few out
+    ((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), jnp.float32, False),  # 4x4
+    ((8, 32, 32, 64), (3, 3, 64, 64), (2, 2), jnp.float32, False),  # strided
+    ((8, 32, 32, 64), (5, 5, 64, 64), (1, 1), jnp.float32, False),
+    ((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), jnp.bfloat16, False),
+])
+def test_the_rule_for_taking_winograd(x_shape, w_shape, strides, dtype,
+                                      expected):
+  pads = ((1, 1), (1, 1))
+  assert conv.use_winograd(x_shape, w_shape, strides, pads, dtype) == expected
+
+
+def _grad_fn(shape=(2, 12, 12, 32), c_out=32):
+  x, w = _inputs(shape, c_out, seed=5)
+  fn = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2), argnums=(0, 1)))
+  return fn, x, w
+
+
+def _exported_convolutions(platform):
+  fn, x, w = _grad_fn()
+  module = jax.export.export(fn, platforms=[platform])(x, w).mlir_module()
+  return module.count('stablehlo.convolution')
+
+
+def test_cpu_programs_compute_it_without_convolutions(monkeypatch):
+  assert jax.default_backend() == 'cpu'
+  fn, x, w = _grad_fn()
+  assert fn.lower(x, w).compile().as_text().count(' convolution(') == 0
+  monkeypatch.setattr(conv, 'WINOGRAD_ON_CPU', False)
+  fn, x, w = _grad_fn()  # forward, input and (a small layer's) weight grad
+  assert fn.lower(x, w).compile().as_text().count(' convolution(') == 3
+
+
+def test_other_platforms_and_exports_keep_xlas_convolution():
+  # Forward, input gradient and weight gradient: three convolutions.
+  assert _exported_convolutions('cuda') == 3
+  assert _exported_convolutions('cpu') == 0
+  with conv.xla_convolutions():
+    assert _exported_convolutions('cpu') == 3
+  assert _exported_convolutions('cpu') == 0  # the context has ended
+
+
+def test_resnet_block_gradients_with_and_without_winograd(monkeypatch):
+  # 24 channels at 8x8: both 3x3 convolutions of the block take Winograd.
+  model = resnet.ResidualBlock(features=24)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 24))
+  variables = model.init(jax.random.PRNGKey(1), x, False)
+
+  def grads():
+    def loss(params):
+      y, _ = model.apply({**variables, 'params': params}, x, True,
+                         mutable=['batch_stats'])
+      return jnp.mean(jnp.sin(y))
+    return jax.jit(jax.grad(loss))(variables['params'])
+
+  ours = grads()
+  monkeypatch.setattr(conv, 'WINOGRAD_ON_CPU', False)
+  direct = grads()
+  chex.assert_trees_all_equal_shapes_and_dtypes(ours, direct)
+  # Relative to each gradient's scale: BatchNorm's scale gradients are sums
+  # with cancellation, so single elements near 0 differ relatively more.
+  for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(direct)):
+    scale = float(jnp.abs(expected).max())
+    assert float(jnp.abs(got - expected).max()) <= 1e-4 * scale + 1e-7
