@@ -59,11 +59,17 @@ PATCH_MIN_ELEMENTS_PER_DEVICE = 1 << 20
 # False gives XLA's own weight gradient on CPU too (benchmarks/conv_grad.py
 # compares the two); read when a step is traced.
 PATCH_WEIGHT_GRAD_ON_CPU = True
-# Where Winograd F(2x2, 3x3) replaces a 3x3 stride-1 convolution on CPU:
-# float32, both channel counts and both output sizes at least these. From
+# Where Winograd replaces a 3x3 stride-1 convolution on CPU: float32, both
+# channel counts and both output sizes at least these. From
 # `python -m benchmarks.conv_grad`'s layer tables (benchmarks/README.md).
 WINOGRAD_MIN_CHANNELS = 24
-WINOGRAD_MIN_OUTPUT_SIZE = 8
+WINOGRAD_MIN_OUTPUT_SIZE = 4
+# F(4x4, 3x3) (4x fewer multiplies than the direct convolution, half the
+# transform traffic of F(2x2)) up to this many channels; wider layers take
+# F(2x2, 3x3), whose filter transform is 2.25x smaller: their products are
+# bound by reading it (256 and 512 channels at 8x8 and 4x4 measured
+# 1.4x and 1.3x faster with F(4x4) than direct, 2.0x and 1.7x with F(2x2)).
+WINOGRAD_TILE4_MAX_CHANNELS = 128
 # False keeps XLA's direct convolution on CPU (the benchmarks' A/B); read
 # when a step is traced.
 WINOGRAD_ON_CPU = True
@@ -146,6 +152,11 @@ def use_winograd(x_shape, w_shape, strides, pads, dtype) -> bool:
           and min(outputs) >= WINOGRAD_MIN_OUTPUT_SIZE)
 
 
+def winograd_tile(w_shape) -> int:
+  """m of the F(m x m, 3x3) that use_winograd's convolutions take."""
+  return 4 if max(w_shape[2:]) <= WINOGRAD_TILE4_MAX_CHANNELS else 2
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, w, strides, pads, precision):
   return _xla_conv(x, w, strides, pads, precision)
@@ -212,9 +223,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding,
   strides = tuple(int(s) for s in window_strides)
   if use_winograd(lhs.shape, rhs.shape, strides, pads,
                   jnp.result_type(lhs, rhs)):
+    tile = winograd_tile(rhs.shape)
     return lax.platform_dependent(
         lhs, rhs,
-        cpu=lambda x, w: winograd.conv3x3(x, w, pads, precision),
+        cpu=lambda x, w: winograd.conv3x3(x, w, pads, precision, tile),
         default=lambda x, w: _conv(x, w, strides, pads, precision))
   return _conv(lhs, rhs, strides, pads, precision)
 
