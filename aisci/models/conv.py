@@ -1,32 +1,32 @@
 """2-D convolution tuned for XLA:CPU: 3x3 stride-1 layers as Winograd
-F(2x2, 3x3) (`aisci/models/winograd.py`), and for the other layers a weight
-gradient that is one matrix product over image patches; everything else
-(their forward pass and input gradient, other backends) is XLA's own
-convolution.
+F(4x4, 3x3) or F(2x2, 3x3) (`aisci/models/winograd.py`), the other layers
+with a weight gradient that is one matrix product over image patches;
+their forward pass and input gradient, and everything on other backends,
+are XLA's own convolution.
 
-Why: XLA:CPU computes a convolution's weight gradient with Eigen's
-backward-filter kernel, which is far slower than its forward pass on the
-layer shapes of small CIFAR networks. Measured 2026-12-02 on 2 cores (AMD
-EPYC, AVX2; `python -m benchmarks.conv_grad`): a 3x3 conv 24 -> 32
-channels at 32x32, batch 64 (the fast CNN's largest layer as one of 8
-devices sees it) took 20 ms forward, 18 ms for the input gradient and
-~350 ms for the weight gradient; as patches [batch * h * w, 9 * c_in]
-transposed times the output gradient [batch * h * w, c_out] it takes ~50
-ms, and the fast CNN's whole train step runs 1.84x faster. GPUs and TPUs keep XLA's kernel (`lax.platform_dependent`), so the
-same program exported or run there is unchanged.
+Why: XLA:CPU's convolutions (Eigen) are slow on the layer shapes of small
+CIFAR networks. Measured 2026-12-02 on 2 cores (AMD EPYC, AVX2; `python -m
+benchmarks.conv_grad`, benchmarks/README.md), at the batch one of 8 CPU
+devices sees:
+- the weight gradient collapses: a 3x3 conv 24 -> 32 channels at 32x32,
+  batch 64 (the fast CNN's largest layer) took 33 ms forward, 48 ms for
+  the input gradient and 370 ms for the weight gradient; as patches
+  [batch * h * w, 9 * c_in] transposed times the output gradient
+  [batch * h * w, c_out] it takes ~50 ms;
+- the forward pass and input gradient run at 13-60 GFLOP/s where a matrix
+  product reaches ~65, so Winograd's 2.25-4x fewer multiplies, computed as
+  matrix products, more than pay for its transforms: forward and both
+  gradients of the ResNet-18's 3x3 stride-1 layers took 53 instead of 118
+  ms (32x32, 64 channels) and 43 instead of 79 (4x4, 512 channels).
+Whole train steps against XLA's convolutions: fast CNN 1.70x, ResNet-18
+1.87x. GPUs and TPUs keep XLA's kernels (`lax.platform_dependent`), and
+exported programs trace lax's own convolution (`xla_convolutions`).
 
 `conv_general_dilated` has lax's signature, so a Flax module takes it as
 `nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`: parameters,
 checkpoints and pretrained-weight conversions are those of nn.Conv.
 Convolutions it does not cover (dilation, feature groups, layouts other
 than NHWC/HWIO, negative padding) go to lax unchanged.
-
-Winograd: see winograd.py for the method. Taken on CPU for float32 3x3
-stride-1 convolutions whose channels and outputs are large enough
-(`use_winograd`); it was 1.3-1.9x faster than the direct convolution with
-the patch weight gradient (forward plus both gradients) on the ResNet-18 and
-fast-CNN layers from 8x8 outputs and 24 channels up, and slower below
-(0.6x for 16 channels at 32x32, 0.8x at 4x4 outputs).
 """
 
 import contextlib
@@ -60,8 +60,12 @@ PATCH_MIN_ELEMENTS_PER_DEVICE = 1 << 20
 # compares the two); read when a step is traced.
 PATCH_WEIGHT_GRAD_ON_CPU = True
 # Where Winograd replaces a 3x3 stride-1 convolution on CPU: float32, both
-# channel counts and both output sizes at least these. From
-# `python -m benchmarks.conv_grad`'s layer tables (benchmarks/README.md).
+# channel counts and both output sizes at least these. Layers from 24
+# channels and 4x4 outputs up were faster with it in the layer tables of
+# `python -m benchmarks.conv_grad` (benchmarks/README.md); with 16 channels
+# at 32x32 (ResNet-18 tiny's first stage) the whole step was 13 % slower
+# (0.765 vs 0.668 s, both in one process). bfloat16 stays direct: the
+# transforms would round in it.
 WINOGRAD_MIN_CHANNELS = 24
 WINOGRAD_MIN_OUTPUT_SIZE = 4
 # F(4x4, 3x3) (4x fewer multiplies than the direct convolution, half the
