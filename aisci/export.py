@@ -193,6 +193,23 @@ def export_onnx(trained: inference.Trained, path: str) -> None:
   finally:
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
+  _reinfer_onnx_shapes(path)
+
+
+def _reinfer_onnx_shapes(path: str) -> None:
+  """Replaces the intermediate shapes jax2onnx recorded by ONNX's own.
+
+  jax2onnx 0.13 lays a CNN out as NCHW and drops the transposes between
+  layers, but keeps the NHWC shapes it recorded for the tensors in between
+  (e.g. a ReLU between BatchNorm and a residual Add); onnxruntime then
+  refuses the file ("node_Add_35 ... Incompatible dimensions"). The shapes
+  are optional annotations; the operators are right.
+  """
+  import onnx  # pylint: disable=g-import-not-at-top  (comes with jax2onnx)
+  model = onnx.load(path)
+  del model.graph.value_info[:]
+  model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+  onnx.save(model, path)
 
 
 # ------------------------------------------------------------------ data --

@@ -8,12 +8,15 @@ import subprocess
 import sys
 
 import chex
+import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from aisci import export
 from aisci import export_check
 from aisci import inference
+from aisci import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,6 +54,40 @@ def test_float_formats_give_the_logits_of_jax(fmt, trained, test_images,
   assert (info['image_size'], info['mean'], info['std']) == (
       32, list(trained.mean), list(trained.std))
   assert info['input']['shape'][1:] == [32, 32, 3]
+
+
+def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
+                                                  tmp_path):
+  """A CNN with BatchNorm and residual adds: jax2onnx lays it out as NCHW
+  and its recorded shapes must not contradict that (onnxruntime refused
+  such a file before export._reinfer_onnx_shapes)."""
+  pytest.importorskip('jax2onnx')
+  pytest.importorskip('onnxruntime')
+  config = trained.config.copy_and_resolve_references()
+  config.model = ml_collections.ConfigDict(dict(
+      name='resnet', depth=18, stem='cifar', width=8,
+      zero_init_last_bn=False))
+  model = models.build_model(config.model, num_classes=10)
+  images, _ = test_images
+  variables = model.init(jax.random.PRNGKey(0), images[:2], train=False)
+  # Running statistics away from (0, 1), so that BatchNorm is not identity.
+  stats = variables['batch_stats']
+  keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, v: (v + 0.1 * jax.random.normal(next(keys), v.shape)
+                       if path[-1].key == 'mean' else
+                       v * jax.random.uniform(next(keys), v.shape,
+                                              minval=0.5, maxval=1.5)),
+      stats)
+  variables = dict(variables, batch_stats=stats)
+  resnet = dataclasses.replace(trained, config=config, model=model,
+                               variables=variables)
+  reference = inference.predict_logits(resnet, images)
+  path = export.export(resnet, 'onnx', str(tmp_path))
+  run = export_check.RUNNERS['onnx'](path)
+  np.testing.assert_allclose(run(images), reference, rtol=0, atol=1e-4)
+  np.testing.assert_allclose(run(images[:3]), reference[:3], rtol=0,
+                             atol=1e-4)
 
 
 def test_int8_tflite_agrees_with_jax(trained, test_images, tmp_path):
