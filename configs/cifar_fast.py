@@ -5,9 +5,9 @@ Variants (after a colon: configs/cifar_fast.py:cpu):
   default  widths 64/256/256 (airbench94's), batch 512, 10 epochs; a GPU
            recipe (tens of seconds on an H100-class GPU).
   cpu      widths 32/128/128 (a quarter of the compute), 15 epochs, for
-           2 CPU cores: 88.3-88.4% top-1 on the JPEG copy of CIFAR-10 (80.2-
+           2 CPU cores: 88.2-88.4% top-1 on the JPEG copy of CIFAR-10 (80.2-
            80.5% after 5 epochs, 85.6-86.0% after 10), in 38 minutes end to
-           end on a fast machine, 61 on the slowest seen
+           end on a fast machine, 58-61 on the slowest seen
            (experiments/cifar10.md).
   tiny     a few hundred steps at width 16/32/32, to check the recipe
            learns (about a minute).
