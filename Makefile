@@ -33,8 +33,12 @@ train: $(VENV)/.installed
 	$(PY) -m aisci.main --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(DATASET),--config.dataset=$(DATASET)) $(ARGS)
 
+# Two workers, each taking whole test files (module fixtures are built
+# once): most of a test's time is compiling, which is single-threaded.
+# TEST_ARGS='-n 0' runs the suite in one process.
+TEST_ARGS ?= -n 2 --dist loadfile
 test: $(VENV)/.installed-interop
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(TEST_ARGS) tests
 
 # Extracts the real data sets of ../shared/data into .cache/data (ignored).
 data:
