@@ -185,31 +185,22 @@ def export_onnx(trained: inference.Trained, path: str) -> None:
             '"jax2onnx==0.13.0" onnxruntime (later jax2onnx releases require '
             'orbax-checkpoint<0.11.37, older than this project uses).') from e
       size = trained.image_size
-      jax2onnx.to_onnx(
+      model = jax2onnx.to_onnx(
           lambda images: _apply_fn(trained)(trained.variables, images),
           [('batch', size, size, 3)], model_name=trained.config.model.name,
           opset=21, input_names=['images'], output_names=['logits'],
-          return_mode='file', output_path=path)
+          return_mode='proto')
   finally:
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
-  _reinfer_onnx_shapes(path)
-
-
-def _reinfer_onnx_shapes(path: str) -> None:
-  """Replaces the intermediate shapes jax2onnx recorded by ONNX's own.
-
-  jax2onnx 0.13 lays a CNN out as NCHW and drops the transposes between
-  layers, but keeps the NHWC shapes it recorded for the tensors in between
-  (e.g. a ReLU between BatchNorm and a residual Add); onnxruntime then
-  refuses the file ("node_Add_35 ... Incompatible dimensions"). The shapes
-  are optional annotations; the operators are right.
-  """
   import onnx  # pylint: disable=g-import-not-at-top  (comes with jax2onnx)
-  model = onnx.load(path)
+  # jax2onnx 0.13 lays a CNN out as NCHW and drops the transposes between
+  # layers, but keeps the NHWC shapes it recorded for the tensors in between
+  # (a ReLU between BatchNorm and a residual Add), which onnxruntime refuses
+  # ("node_Add_35 ... Incompatible dimensions"). Those shapes are optional
+  # annotations and the operators are right: ONNX infers them anew.
   del model.graph.value_info[:]
-  model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-  onnx.save(model, path)
+  onnx.save(onnx.shape_inference.infer_shapes(model, strict_mode=True), path)
 
 
 # ------------------------------------------------------------------ data --

@@ -34,6 +34,14 @@ def test_images(trained):
   return images, inference.predict_logits(trained, images)
 
 
+def assert_gives_logits(run, images, reference):
+  np.testing.assert_allclose(run(images), reference, rtol=0, atol=1e-4)
+  # Any batch size: symbolic (stablehlo, savedmodel, onnx) or a fixed batch
+  # of 1 that the runner loops over (tflite).
+  np.testing.assert_allclose(run(images[:3]), reference[:3], rtol=0,
+                             atol=1e-4)
+
+
 @pytest.mark.parametrize('fmt', ['stablehlo', 'savedmodel', 'tflite', 'onnx'])
 def test_float_formats_give_the_logits_of_jax(fmt, trained, test_images,
                                               tmp_path):
@@ -42,12 +50,7 @@ def test_float_formats_give_the_logits_of_jax(fmt, trained, test_images,
     pytest.importorskip('onnxruntime')
   images, reference = test_images
   path = export.export(trained, fmt, str(tmp_path))  # all --platforms
-  run = export_check.RUNNERS[fmt](path)
-  np.testing.assert_allclose(run(images), reference, rtol=0, atol=1e-4)
-  # Any batch size: symbolic (stablehlo, savedmodel, onnx) or a fixed batch
-  # of 1 that the runner loops over (tflite).
-  np.testing.assert_allclose(run(images[:3]), reference[:3], rtol=0,
-                             atol=1e-4)
+  assert_gives_logits(export_check.RUNNERS[fmt](path), images, reference)
   with open(os.path.join(tmp_path, fmt, 'preprocessing.json')) as f:
     info = json.load(f)
   assert info['class_names'] == list(trained.class_names)
@@ -60,7 +63,7 @@ def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
                                                   tmp_path):
   """A CNN with BatchNorm and residual adds: jax2onnx lays it out as NCHW
   and its recorded shapes must not contradict that (onnxruntime refused
-  such a file before export._reinfer_onnx_shapes)."""
+  such a file before export_onnx inferred the shapes anew)."""
   pytest.importorskip('jax2onnx')
   pytest.importorskip('onnxruntime')
   config = trained.config.copy_and_resolve_references()
@@ -70,24 +73,15 @@ def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
   model = models.build_model(config.model, num_classes=10)
   images, _ = test_images
   variables = model.init(jax.random.PRNGKey(0), images[:2], train=False)
-  # Running statistics away from (0, 1), so that BatchNorm is not identity.
-  stats = variables['batch_stats']
-  keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
-  stats = jax.tree_util.tree_map_with_path(
-      lambda path, v: (v + 0.1 * jax.random.normal(next(keys), v.shape)
-                       if path[-1].key == 'mean' else
-                       v * jax.random.uniform(next(keys), v.shape,
-                                              minval=0.5, maxval=1.5)),
-      stats)
-  variables = dict(variables, batch_stats=stats)
+  # Running statistics of real images, so that BatchNorm is not identity.
+  _, stats = model.apply(variables, images, train=True,
+                         mutable=['batch_stats'])
+  variables = dict(variables, **stats)
   resnet = dataclasses.replace(trained, config=config, model=model,
                                variables=variables)
   reference = inference.predict_logits(resnet, images)
   path = export.export(resnet, 'onnx', str(tmp_path))
-  run = export_check.RUNNERS['onnx'](path)
-  np.testing.assert_allclose(run(images), reference, rtol=0, atol=1e-4)
-  np.testing.assert_allclose(run(images[:3]), reference[:3], rtol=0,
-                             atol=1e-4)
+  assert_gives_logits(export_check.RUNNERS['onnx'](path), images, reference)
 
 
 def test_int8_tflite_agrees_with_jax(trained, test_images, tmp_path):
