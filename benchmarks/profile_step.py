@@ -1,0 +1,112 @@
+"""Where a train step's time goes: aisci's step under `jax.profiler`, its
+time summed per XLA operation.
+
+  python -m benchmarks.profile_step --model=vit_ti4
+  python -m benchmarks.profile_step --model=resnet18 --devices=1 --top=40
+
+Runs benchmark model `--model`'s real train step (benchmarks/models.py:
+the config's optimizer and task, donated state, batch sharded over the
+mesh) `--steps` times under `jax.profiler.trace` and reads the Perfetto JSON
+that the profiler writes. Every XLA:CPU operation the step executes (a
+fusion, a dot, a convolution, a copy, ...) is a trace event named after its
+HLO instruction; the script sums their durations over all threads and
+prints, per step, a summary per kind (fusions split by what they contain:
+a dot, a convolution, a reduction or only elementwise work), the operations
+that cost most, and the same summed over repeated blocks (the MLP's first
+dense layer of all 12 ViT blocks in one row). Thread-ms add up the devices' threads, so with 8
+devices on 2 cores they exceed the step's wall time.
+
+The trace stays in `--trace_dir` for TensorBoard's profile plugin or
+ui.perfetto.dev; `--hlo_out` writes the compiled module's text, whose
+instruction names the table uses.
+"""
+
+import collections
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+from benchmarks import hlo_profile
+from benchmarks import models as bench_models
+
+_MODEL = flags.DEFINE_string('model', 'vit_ti4', f'One of {list(bench_models.MODELS)}.')
+_BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
+_DEVICES = flags.DEFINE_integer('devices', 8, 'CPU devices, as aisci.main\'s '
+                                '--cpu_devices (default 8).')
+_STEPS = flags.DEFINE_integer('steps', 3, 'Profiled steps (after 2 warm-up steps).')
+_TOP = flags.DEFINE_integer('top', 25, 'Operations listed.')
+_TRACE_DIR = flags.DEFINE_string('trace_dir', '', 'Where the trace goes; '
+                                 "'' = a temporary directory.")
+_HLO_OUT = flags.DEFINE_string('hlo_out', '', 'File for the compiled HLO text.')
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_num_cpu_devices', _DEVICES.value)
+  common.header(f'profile of the {_MODEL.value} train step, batch '
+                f'{_BATCH.value}, {_DEVICES.value} CPU devices')
+  init, rng, train_step, batch = bench_models.aisci_jitted(_MODEL.value,
+                                                           _BATCH.value)
+  state = init(rng)
+  compiled = train_step.lower(state, batch).compile()
+  hlo_text = compiled.as_text()
+  if _HLO_OUT.value:
+    with open(_HLO_OUT.value, 'w', encoding='utf-8') as f:
+      f.write(hlo_text)
+  instructions = hlo_profile.parse_hlo(hlo_text)
+  for _ in range(2):
+    state, _ = jax.block_until_ready(train_step(state, batch))
+  trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix='aisci_profile_')
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+      state, _ = jax.block_until_ready(train_step(state, batch))
+    wall_ms = 1e3 * (time.perf_counter() - start) / _STEPS.value
+  steps = _STEPS.value
+  by_op: dict[str, float] = collections.Counter()
+  calls: dict[str, int] = collections.Counter()
+  for event in hlo_profile.trace_events(trace_dir):
+    name = event['name']
+    if name in instructions:
+      by_op[name] += event.get('dur', 0.0) / 1e3 / steps
+      calls[name] += 1
+  total = sum(by_op.values())
+  if not total:
+    raise RuntimeError('The trace has no events named after HLO instructions; '
+                       'this jaxlib may not annotate XLA:CPU operations.')
+  by_kind: dict[str, float] = collections.Counter()
+  for name, ms in by_op.items():
+    by_kind[instructions[name]['kind']] += ms
+  print(f'# step: {wall_ms:.0f} ms wall (profiled); operations: {total:.0f} '
+        f'thread-ms; trace in {trace_dir}\n')
+  print(common.table(
+      ['kind', 'thread-ms / step', 'share'],
+      [[kind, f'{ms:.1f}', f'{100 * ms / total:.1f} %']
+       for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])]))
+  print()
+  rows = []
+  for name, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:_TOP.value]:
+    info = instructions[name]
+    rows.append([name, info['kind'], f'{ms:.1f}', f'{100 * ms / total:.1f} %',
+                 calls[name] // steps, hlo_profile.short_op_name(info['op_name'])])
+  print(common.table(['operation', 'kind', 'thread-ms / step', 'share',
+                      'runs / step', 'from (op_name)'], rows))
+  print()
+  # The same layer of every block in one row: which layer type costs most.
+  by_source: dict[tuple[str, str], float] = collections.Counter()
+  for name, ms in by_op.items():
+    info = instructions[name]
+    by_source[info['kind'], hlo_profile.fold_blocks(info['op_name'])] += ms
+  rows = [[kind, f'{ms:.1f}', f'{100 * ms / total:.1f} %',
+           hlo_profile.short_op_name(source, width=90)]
+          for (kind, source), ms in sorted(by_source.items(),
+                                           key=lambda kv: -kv[1])[:_TOP.value]]
+  print(common.table(['kind', 'thread-ms / step', 'share',
+                      'from (op_name, blocks folded)'], rows))
+
+
+if __name__ == '__main__':
+  app.run(main)
