@@ -76,6 +76,7 @@ def short_op_name(op_name: str, width: int = 70) -> str:
   op_name = re.sub(r'^jit\([^)]*\)/', '', op_name)
   return op_name if len(op_name) <= width else '...' + op_name[-width + 3:]
 
+
 # Path components of repeated blocks: encoderblock_3, stage2_block1, group2.
 _BLOCK = re.compile(r'(?<=/)(encoderblock_|stage\d+_block|group|down|up)\d+(?=/)')
 

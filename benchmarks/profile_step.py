@@ -13,8 +13,9 @@ HLO instruction; the script sums their durations over all threads and
 prints, per step, a summary per kind (fusions split by what they contain:
 a dot, a convolution, a reduction or only elementwise work), the operations
 that cost most, and the same summed over repeated blocks (the MLP's first
-dense layer of all 12 ViT blocks in one row). Thread-ms add up the devices' threads, so with 8
-devices on 2 cores they exceed the step's wall time.
+dense layer of all 12 ViT blocks in one row). Thread-ms add up the
+devices' threads, so with 8 devices on 2 cores they exceed the step's wall
+time.
 
 The trace stays in `--trace_dir` for TensorBoard's profile plugin or
 ui.perfetto.dev; `--hlo_out` writes the compiled module's text, whose
@@ -42,6 +43,7 @@ _TRACE_DIR = flags.DEFINE_string('trace_dir', '', 'Where the trace goes; '
                                  "'' = a temporary directory.")
 _HLO_OUT = flags.DEFINE_string('hlo_out', '', 'File for the compiled HLO text.')
 
+
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
@@ -57,15 +59,17 @@ def main(argv):
     with open(_HLO_OUT.value, 'w', encoding='utf-8') as f:
       f.write(hlo_text)
   instructions = hlo_profile.parse_hlo(hlo_text)
+  steps = _STEPS.value
+  # Run the executable compiled above: calling `train_step` would compile
+  # the same program a second time (lower().compile() fills no jit cache).
   for _ in range(2):
-    state, _ = jax.block_until_ready(train_step(state, batch))
+    state, _ = jax.block_until_ready(compiled(state, batch))
   trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix='aisci_profile_')
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, _ = jax.block_until_ready(train_step(state, batch))
-    wall_ms = 1e3 * (time.perf_counter() - start) / _STEPS.value
-  steps = _STEPS.value
+    for _ in range(steps):
+      state, _ = jax.block_until_ready(compiled(state, batch))
+    wall_ms = 1e3 * (time.perf_counter() - start) / steps
   by_op: dict[str, float] = collections.Counter()
   calls: dict[str, int] = collections.Counter()
   for event in hlo_profile.trace_events(trace_dir):
@@ -78,35 +82,34 @@ def main(argv):
     raise RuntimeError('The trace has no events named after HLO instructions; '
                        'this jaxlib may not annotate XLA:CPU operations.')
   by_kind: dict[str, float] = collections.Counter()
-  for name, ms in by_op.items():
-    by_kind[instructions[name]['kind']] += ms
-  print(f'# step: {wall_ms:.0f} ms wall (profiled); operations: {total:.0f} '
-        f'thread-ms; trace in {trace_dir}\n')
-  print(common.table(
-      ['kind', 'thread-ms / step', 'share'],
-      [[kind, f'{ms:.1f}', f'{100 * ms / total:.1f} %']
-       for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])]))
-  print()
-  rows = []
-  for name, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:_TOP.value]:
-    info = instructions[name]
-    rows.append([name, info['kind'], f'{ms:.1f}', f'{100 * ms / total:.1f} %',
-                 calls[name] // steps, hlo_profile.short_op_name(info['op_name'])])
-  print(common.table(['operation', 'kind', 'thread-ms / step', 'share',
-                      'runs / step', 'from (op_name)'], rows))
-  print()
   # The same layer of every block in one row: which layer type costs most.
   by_source: dict[tuple[str, str], float] = collections.Counter()
   for name, ms in by_op.items():
     info = instructions[name]
+    by_kind[info['kind']] += ms
     by_source[info['kind'], hlo_profile.fold_blocks(info['op_name'])] += ms
-  rows = [[kind, f'{ms:.1f}', f'{100 * ms / total:.1f} %',
-           hlo_profile.short_op_name(source, width=90)]
-          for (kind, source), ms in sorted(by_source.items(),
-                                           key=lambda kv: -kv[1])[:_TOP.value]]
-  print(common.table(['kind', 'thread-ms / step', 'share',
-                      'from (op_name, blocks folded)'], rows))
 
+  def costliest(times, limit=None):
+    """(key, 'ms', 'share') rows of a Counter, largest first."""
+    return [(key, f'{ms:.1f}', f'{100 * ms / total:.1f} %')
+            for key, ms in sorted(times.items(), key=lambda kv: -kv[1])[:limit]]
+
+  print(f'# step: {wall_ms:.0f} ms wall (profiled); operations: {total:.0f} '
+        f'thread-ms; trace in {trace_dir}\n')
+  print(common.table(['kind', 'thread-ms / step', 'share'],
+                     [list(row) for row in costliest(by_kind)]))
+  print()
+  print(common.table(
+      ['operation', 'kind', 'thread-ms / step', 'share', 'runs / step',
+       'from (op_name)'],
+      [[name, instructions[name]['kind'], ms, share, calls[name] // steps,
+        hlo_profile.short_op_name(instructions[name]['op_name'])]
+       for name, ms, share in costliest(by_op, _TOP.value)]))
+  print()
+  print(common.table(
+      ['kind', 'thread-ms / step', 'share', 'from (op_name, blocks folded)'],
+      [[kind, ms, share, hlo_profile.short_op_name(source, width=90)]
+       for (kind, source), ms, share in costliest(by_source, _TOP.value)]))
 
 if __name__ == '__main__':
   app.run(main)

@@ -74,6 +74,8 @@ def test_trace_events_are_named_after_hlo_instructions(tmp_path):
   kinds = {instructions[name]['kind'] for name in named}
   assert kinds & {'fusion: dot', 'dot'}, (kinds, sorted(named)[:20])
   assert all(e.get('dur', 0) >= 0 for e in events)
+  # The matched events carry time: what the script's tables sum.
+  assert sum(e.get('dur', 0) for e in events if e['name'] in named) > 0
 
 
 def test_short_op_name_keeps_the_end():
