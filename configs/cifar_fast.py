@@ -28,7 +28,7 @@ import os
 
 import ml_collections
 
-VARIANTS = ('default', 'cpu', 'tiny')
+VARIANTS = ('default', 'cpu', 'cpu_whiten', 'tiny')
 
 
 def _base_config() -> ml_collections.ConfigDict:
@@ -50,6 +50,7 @@ def get_config(arg=None):
   config.input.augment = 'cifar'  # reflect-pad 4, random crop, flip
   config.model = ml_collections.ConfigDict(dict(
       name='fastcnn',
+      stem='conv',  # or 'whiten': airbench's frozen patch-whitening stem
       stem_width=32,
       widths=(64, 256, 256),
       residual=False,
@@ -58,6 +59,10 @@ def get_config(arg=None):
       tta_flip=True,
   ))
   config.task.label_smoothing = 0.2
+  # With stem='whiten': the layer whose kernel is set from the first batch
+  # (aisci/train/whiten.py), and eps added to the patch eigenvalues.
+  config.init.whiten_layer = ''
+  config.init.whiten_eps = 5e-4
 
   steps_per_epoch = 50_000 // config.input.batch_size  # 97
   epochs = 10
@@ -76,7 +81,7 @@ def get_config(arg=None):
   config.eval_every_steps = 5 * steps_per_epoch
   config.checkpoint_every_steps = 2 * steps_per_epoch
 
-  if variant == 'cpu':
+  if variant in ('cpu', 'cpu_whiten'):
     config.model.widths = (32, 128, 128)
     config.model.stem_width = 24
     # 15 epochs: 200-500 images/s on 2 quiet cores (the machine varies)
@@ -85,6 +90,13 @@ def get_config(arg=None):
     config.total_steps = epochs * steps_per_epoch
     config.schedule.warmup_steps = 2 * steps_per_epoch
     config.eval_every_steps = 5 * steps_per_epoch
+    if variant == 'cpu_whiten':
+      config.model.update(stem='whiten', stem_width=24)
+      config.init.whiten_layer = 'stem_conv'
+      config.optimizer.freeze = ('stem_conv/kernel',)
+      config.input.augment = 'cifar_pad2'
+      epochs = 12
+      config.total_steps = epochs * steps_per_epoch
   elif variant == 'tiny':
     config.model.widths = (16, 32, 32)
     config.model.stem_width = 16

@@ -5,6 +5,7 @@ a pure function of (run seed, example position): the property that lets a
 resumed run see exactly the batches an uninterrupted run would have seen.
 """
 
+import functools
 from typing import Sequence
 
 import tensorflow as tf
@@ -64,6 +65,8 @@ AUGMENTATIONS = {
     'none': lambda image, seed: image,
     'flip': flip,
     'cifar': cifar_augment,
+    # airbench's translate-by-2: short runs underfit with pad 4.
+    'cifar_pad2': functools.partial(cifar_augment, pad=2),
     'dihedral': dihedral,
 }
 

@@ -1,7 +1,9 @@
 """A small fast CNN for CIFAR-sized images, after the CIFAR-10 speed-run
 networks (Page's ResNet-9, 2018; Jordan's airbench, 2024).
 
-  stem:   3x3 conv (stem_width) -> BatchNorm -> GELU
+  stem:   3x3 conv (stem_width) -> BatchNorm -> GELU, or with
+          stem='whiten' airbench's 2x2 conv with bias -> GELU, its kernel
+          set from the data by aisci/train/whiten.py and frozen
   groups: per width w: 3x3 conv -> 2x2 max-pool -> BN -> GELU
                        -> 3x3 conv -> BN -> GELU  (+ input, if residual)
   head:   global max-pool -> Dense (no bias) -> * head_scale
@@ -68,7 +70,11 @@ class FastCNN(nn.Module):
   Attributes:
     num_classes: size of the head; 0 returns the pooled features
       [batch, widths[-1]].
-    stem_width: channels of the first 3x3 convolution (full resolution).
+    stem: 'conv' (3x3 conv, BN, GELU) or 'whiten' (2x2 conv with bias,
+      GELU; config.init.whiten_layer='stem_conv' sets its kernel to the
+      whitening transform of the training images' 2x2 patches).
+    stem_width: channels of the stem (full resolution); with 'whiten' it
+      must be 2 * 2 * 2 * channels (each eigenvector and its negative).
     widths: channels of each ConvGroup; each halves the resolution, so the
       image side must be divisible by 2 ** len(widths).
     residual: add each group's pooled input to its output (ResNet-9 style).
@@ -81,6 +87,7 @@ class FastCNN(nn.Module):
     dtype: compute dtype; parameters, norms and logits stay float32.
   """
   num_classes: int
+  stem: str = 'conv'
   stem_width: int = 32
   widths: Sequence[int] = (64, 256, 256)
   residual: bool = False
@@ -97,11 +104,29 @@ class FastCNN(nn.Module):
           f'Image size {h}x{w} is not divisible by {factor} (FastCNN halves '
           f'it in each of its {len(self.widths)} groups): change '
           'config.input.image_size or config.model.widths.')
-    x = conv.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
-                  dtype=self.dtype,
-                  name='stem_conv')(images.astype(self.dtype))
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=1e-5, dtype=jnp.float32, name='stem_bn')(x)
+    if self.stem == 'conv':
+      x = conv.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
+                    dtype=self.dtype,
+                    name='stem_conv')(images.astype(self.dtype))
+      x = nn.BatchNorm(use_running_average=not train,
+                       momentum=self.bn_momentum, epsilon=1e-5,
+                       dtype=jnp.float32, name='stem_bn')(x)
+    elif self.stem == 'whiten':
+      whitened = 2 * 2 * 2 * images.shape[-1]
+      if self.stem_width != whitened:
+        raise ValueError(
+            f"stem='whiten' has one channel per eigenvector of the 2x2 "
+            f'patches and one per its negative: {whitened} for '
+            f'{images.shape[-1]}-channel images, not stem_width='
+            f'{self.stem_width}; set config.model.stem_width={whitened}.')
+      # SAME pads one row and column at the far edges, keeping the side
+      # divisible (airbench's unpadded 2x2 conv makes 32 -> 31).
+      x = conv.Conv(self.stem_width, (2, 2), padding='SAME', use_bias=True,
+                    dtype=self.dtype,
+                    name='stem_conv')(images.astype(self.dtype))
+    else:
+      raise ValueError(f"Unknown config.model.stem {self.stem!r} of fastcnn; "
+                       "known: 'conv', 'whiten'.")
     x = nn.gelu(x).astype(self.dtype)
     for i, width in enumerate(self.widths):
       x = ConvGroup(width, residual=self.residual,

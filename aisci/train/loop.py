@@ -7,6 +7,7 @@ fresh), jitted steps, the training loop, the final evaluation report.
 
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from aisci.train import progress as progress_lib
 from aisci.train import prune as prune_lib
 from aisci.train import sharding as sharding_lib
 from aisci.train import steps
+from aisci.train import whiten
 from aisci.train import workdir_config
 
 
@@ -171,7 +173,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       state = state.replace(
           params=jax.device_put(params, state_sharding.params),
           model_state=jax.device_put(variables, state_sharding.model_state))
-    state = prune_lib.prune_state(state, tx)  # config.prune; else a no-op
     logging.info('Starting at step 0 from %s (no checkpoint in %s).',
                  config.init.path or 'scratch', checkpointer.directory)
   start_step = int(state.step)
@@ -238,6 +239,19 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
           seed=config.seed, start_step=start_step,
           preprocess=train_preprocess).as_numpy_iterator(),
       batch_sharding)
+  if latest is None:
+    whiten_layer = config.init.get('whiten_layer', '')
+    if whiten_layer and not config.init.path:
+      # From the first batch (put back), as the model sees it: augmented
+      # and normalised.
+      first = next(train_batches)
+      train_batches = itertools.chain([first], train_batches)
+      state = whiten.whiten_state(state, first[input_key], tx, whiten_layer,
+                                  config.init.get('whiten_eps', 5e-4))
+      logging.info('Set the kernel of %s to the whitening transform of the '
+                   "first batch's patches (config.init.whiten_layer).",
+                   whiten_layer)
+    state = prune_lib.prune_state(state, tx)  # config.prune; else a no-op
   if start_step < end_step:
     logging.info('Training steps %d..%d, global batch %d (%.1f epochs).',
                  start_step, config.total_steps, config.input.batch_size,
