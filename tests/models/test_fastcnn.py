@@ -87,6 +87,28 @@ def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
   np.testing.assert_array_equal(train(tta), train(plain))
 
 
+@pytest.mark.parametrize('flip', [True, False])
+def test_tta_translate_weights_the_shifted_views(flip):
+  plain = small(tta_flip=False)
+  tta = small(tta_flip=flip, tta_translate=True)
+  x = images(size=8)
+  variables = plain.init(jax.random.PRNGKey(0), x)
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), 'reflect')
+  shifted = [padded[:, :8, :8], padded[:, 2:, 2:]]
+  # Shifted by one pixel: row 1 of the up-left view is row 0 of the image.
+  np.testing.assert_array_equal(shifted[0][:, 1:, 1:], x[:, :-1, :-1])
+  np.testing.assert_array_equal(shifted[1][:, :-1, :-1], x[:, 1:, 1:])
+
+  def view(v):
+    logits = plain.apply(variables, v)
+    return (logits + plain.apply(variables, v[:, :, ::-1])) / 2 if flip else logits
+
+  expected = view(x) / 2 + view(shifted[0]) / 4 + view(shifted[1]) / 4
+  np.testing.assert_allclose(tta.apply(variables, x), expected, rtol=1e-5,
+                             atol=1e-6)
+  chex.assert_shape(tta.clone(num_classes=0).apply(variables, x), (4, 16))
+
+
 def test_residual_changes_the_function_not_the_parameters():
   x = images()
   variables = small().init(jax.random.PRNGKey(0), x)
