@@ -93,8 +93,9 @@ def get_config(arg=None):
     config.model.widths = (32, 128, 128)
     config.model.stem_width = 24
     # 15 epochs: 200-500 images/s on 2 quiet cores (the machine varies)
-    # -> 25-61 min, start-up and evaluations included.
-    epochs = 15
+    # -> 25-61 min, start-up and evaluations included; the whitened stem
+    # reaches the same accuracy in 14.
+    epochs = 14 if variant == 'cpu_whiten' else 15
     config.total_steps = epochs * steps_per_epoch
     config.schedule.warmup_steps = 2 * steps_per_epoch
     config.eval_every_steps = 5 * steps_per_epoch
@@ -103,8 +104,6 @@ def get_config(arg=None):
       config.init.whiten_layer = 'stem_conv'
       config.optimizer.freeze = ('stem_conv/kernel',)
       config.input.augment = 'cifar_pad2'
-      epochs = 14
-      config.total_steps = epochs * steps_per_epoch
   elif variant == 'tiny':
     config.model.widths = (16, 32, 32)
     config.model.stem_width = 16

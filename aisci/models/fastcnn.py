@@ -87,8 +87,8 @@ class FastCNN(nn.Module):
     tta_translate: at evaluation, also the image shifted by one pixel up
       and left and one down and right (reflection-padded), as airbench's
       test-time augmentation: weight 1/2 for the unshifted view, 1/4 for
-      each shifted one (each with its mirror if tta_flip). 3x the cost of
-      an evaluation without it.
+      each shifted one (each with its mirror if tta_flip): three times the
+      forward passes.
     dtype: compute dtype; parameters, norms and logits stay float32.
   """
   num_classes: int

@@ -240,14 +240,17 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
           preprocess=train_preprocess).as_numpy_iterator(),
       batch_sharding)
   if latest is None:
-    whiten_layer = config.init.get('whiten_layer', '')
-    if whiten_layer and not config.init.path:
+    whiten_layer = config.init.get('whiten_layer', '')  # configs without it
+    if whiten_layer and config.init.path:
+      logging.info('config.init.whiten_layer=%r: the kernel comes from %s, '
+                   'not whitened.', whiten_layer, config.init.path)
+    elif whiten_layer:
       # From the first batch (put back), as the model sees it: augmented
       # and normalised.
       first = next(train_batches)
       train_batches = itertools.chain([first], train_batches)
       state = whiten.whiten_state(state, first[input_key], tx, whiten_layer,
-                                  config.init.get('whiten_eps', 5e-4))
+                                  config.init.whiten_eps)
       logging.info('Set the kernel of %s to the whitening transform of the '
                    "first batch's patches (config.init.whiten_layer).",
                    whiten_layer)

@@ -31,8 +31,7 @@ def patches(images: jax.Array, size: int) -> jax.Array:
   return jnp.stack(windows, axis=-2).reshape(-1, size * size * c)
 
 
-def whitening_kernel(images: jax.Array, size: int = 2,
-                     eps: float = 5e-4) -> jax.Array:
+def whitening_kernel(images: jax.Array, size: int, eps: float) -> jax.Array:
   """Training images [n, h, w, c] -> kernel [size, size, c, 2 * size**2 * c].
 
   Channels are in order of decreasing eigenvalue, then the same negated;
@@ -47,8 +46,7 @@ def whitening_kernel(images: jax.Array, size: int = 2,
   return kernel.reshape(size, size, c, 2 * size * size * c)
 
 
-def whiten_state(state, images: jax.Array, tx, layer: str,
-                 eps: float = 5e-4):
+def whiten_state(state, images: jax.Array, tx, layer: str, eps: float):
   """A fresh train state with params[layer]['kernel'] set to the whitening
   kernel of `images` [n, h, w, c] (normalised as the model sees them) and
   the optimizer state made anew from those params (lookahead's slow copy
@@ -61,12 +59,13 @@ def whiten_state(state, images: jax.Array, tx, layer: str,
         f'model (top-level parameters: {sorted(params)}); use the first '
         "convolution's name, e.g. 'stem_conv', or '' to turn it off.")
   shape = params[layer]['kernel'].shape
-  size, size_w, c, out = shape if len(shape) == 4 else (0, -1, 0, 0)
-  if size != size_w or out != 2 * size * size * c or c != images.shape[-1]:
+  size, c = shape[0], images.shape[-1]
+  if shape != (size, size, c, 2 * size * size * c):
     raise ValueError(
-        f'config.init.whiten_layer={layer!r} has a kernel {shape}; whitening needs a square k x k '
-        'kernel over the image channels with 2 * k * k * channels outputs '
-        "(e.g. (2, 2, 3, 24), FastCNN's stem='whiten').")
+        f'config.init.whiten_layer={layer!r} has a kernel {shape}; whitening '
+        'needs a square k x k kernel over the image channels with '
+        "2 * k * k * channels outputs (e.g. (2, 2, 3, 24), FastCNN's "
+        "stem='whiten').")
 
   def whiten(state, images):
     old = state.params[layer]['kernel']
