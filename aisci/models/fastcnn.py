@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.nn import initializers
 
 from aisci.models import conv
 
@@ -38,6 +39,25 @@ def max_pool_2x2(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def identity_init(base=initializers.lecun_normal()):
+  """A conv kernel initializer: `base`, then the first min(c_in, c_out)
+  filters replaced by the identity (1 at the centre tap of their own input
+  channel, 0 elsewhere).
+
+  airbench's "implicit residual" (torch.nn.init.dirac_ on the first c_in
+  filters): each layer starts by passing its input through, so a deep
+  plain stack begins as a short one. Kernel shape [kh, kw, c_in, c_out].
+  """
+  def init(key, shape, dtype=jnp.float32):
+    kernel = base(key, shape, dtype)
+    kh, kw, c_in, c_out = shape
+    n = min(c_in, c_out)
+    identity = jnp.zeros((kh, kw, c_in, n), dtype)
+    identity = identity.at[kh // 2, kw // 2].set(jnp.eye(c_in, n, dtype=dtype))
+    return kernel.at[..., :n].set(identity)
+  return init
+
+
 class ConvGroup(nn.Module):
   """conv -> pool -> BN -> GELU -> conv -> BN -> GELU, halving the resolution.
 
@@ -46,13 +66,16 @@ class ConvGroup(nn.Module):
   features: int
   residual: bool = False
   bn_momentum: float = 0.9
+  identity_init: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    kernel_init = (identity_init() if self.identity_init
+                   else initializers.lecun_normal())
     conv3x3 = functools.partial(conv.Conv, self.features, (3, 3),
                                 padding='SAME', use_bias=False,
-                                dtype=self.dtype)
+                                kernel_init=kernel_init, dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=jnp.float32)  # Norms in float32.
@@ -82,6 +105,8 @@ class FastCNN(nn.Module):
       (airbench uses 1/9).
     bn_momentum: Flax BatchNorm momentum of the running statistics
       (PyTorch's momentum is 1 - this); short runs want a low value.
+    identity_init: start the first min(c_in, c_out) filters of each
+      group's 3x3 convs as the identity (`identity_init` above, airbench's).
     tta_flip: at evaluation (train=False), average the logits of the image
       and of its horizontal mirror.
     tta_translate: at evaluation, also the image shifted by one pixel up
@@ -98,6 +123,7 @@ class FastCNN(nn.Module):
   residual: bool = False
   head_scale: float = 1.0 / 9
   bn_momentum: float = 0.9
+  identity_init: bool = False
   tta_flip: bool = True
   tta_translate: bool = False
   dtype: Any = jnp.float32
@@ -136,7 +162,8 @@ class FastCNN(nn.Module):
     x = nn.gelu(x).astype(self.dtype)
     for i, width in enumerate(self.widths):
       x = ConvGroup(width, residual=self.residual,
-                    bn_momentum=self.bn_momentum, dtype=self.dtype,
+                    bn_momentum=self.bn_momentum,
+                    identity_init=self.identity_init, dtype=self.dtype,
                     name=f'group{i + 1}')(x, train=train)
     return jnp.max(x.astype(jnp.float32), axis=(1, 2))  # Global max-pool.
 

@@ -119,6 +119,30 @@ def test_residual_changes_the_function_not_the_parameters():
                          residual.apply(variables, x))
 
 
+@pytest.mark.parametrize('c_in,c_out', [(4, 6), (6, 4)])
+def test_identity_init_passes_the_first_channels_through(c_in, c_out):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, c_in)),
+                  jnp.float32)
+  layer = nn.Conv(c_out, (3, 3), padding='SAME', use_bias=False,
+                  kernel_init=fastcnn.identity_init())
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  y = layer.apply(variables, x)
+  n = min(c_in, c_out)
+  chex.assert_trees_all_close(y[..., :n], x[..., :n], atol=1e-6)
+  # The other filters keep the base initializer's random values.
+  rest = variables['params']['kernel'][..., n:]
+  assert rest.size == 0 or float(jnp.std(rest)) > 0.05
+
+
+def test_identity_init_starts_each_group_as_the_identity():
+  variables = small(identity_init=True).init(jax.random.PRNGKey(0), images())
+  kernel = variables['params']['group2']['conv2']['kernel']  # [3, 3, 16, 16]
+  chex.assert_trees_all_equal(kernel[1, 1], jnp.eye(16))
+  assert float(jnp.abs(kernel[0]).max()) == 0.0
+  plain = small().init(jax.random.PRNGKey(0), images())
+  chex.assert_trees_all_equal_shapes(variables, plain)
+
+
 def test_image_size_must_divide_by_the_pooling():
   with pytest.raises(ValueError, match='not divisible by 4'):
     small().init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
