@@ -53,6 +53,9 @@ def get_config(arg=None):
   config = _base_config()
   config.input.batch_size = 512
   config.input.augment = 'cifar'  # reflect-pad 4, random crop, flip
+  # True: each image mirrored in every other epoch (airbench's alternating
+  # flip, aisci/data/pipeline.py), with augment='crop_pad2' or 'none'.
+  config.input.alternating_flip = False
   config.model = ml_collections.ConfigDict(dict(
       name='fastcnn',
       stem='conv',  # or 'whiten': airbench's frozen patch-whitening stem
@@ -61,6 +64,9 @@ def get_config(arg=None):
       residual=False,
       head_scale=1.0 / 9,
       bn_momentum=0.6,  # short runs: running statistics must follow quickly
+      # airbench's implicit residual: 3x3 convs start as the identity on
+      # their first c_in filters (fastcnn.identity_init).
+      identity_init=False,
       tta_flip=True,
       # airbench's shifted views too: +0.34 points on cpu_whiten's weights,
       # at 2.6x the evaluation time (experiments/cifar10.md).

@@ -11,13 +11,15 @@ from typing import Sequence
 import tensorflow as tf
 
 
-def cifar_augment(image: tf.Tensor, seed: tf.Tensor, pad: int = 4) -> tf.Tensor:
+def cifar_augment(image: tf.Tensor, seed: tf.Tensor, pad: int = 4,
+                  flip: bool = True) -> tf.Tensor:
   """Pad-and-random-crop plus horizontal flip (He et al. 2016).
 
   Args:
     image: [height, width, channels] uint8.
     seed: [2] int stateless seed.
     pad: pixels of reflection padding on each side before the crop.
+    flip: False leaves the flip out (config.input.alternating_flip does it).
   Returns:
     [height, width, channels] uint8.
   """
@@ -27,6 +29,8 @@ def cifar_augment(image: tf.Tensor, seed: tf.Tensor, pad: int = 4) -> tf.Tensor:
   padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
   image = tf.image.stateless_random_crop(
       padded, (height, width, channels), seed=crop_seed)
+  if not flip:
+    return image
   return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
@@ -67,6 +71,8 @@ AUGMENTATIONS = {
     'cifar': cifar_augment,
     # airbench's translate-by-2: short runs underfit with pad 4.
     'cifar_pad2': functools.partial(cifar_augment, pad=2),
+    # The same crops without the flip, for config.input.alternating_flip.
+    'crop_pad2': functools.partial(cifar_augment, pad=2, flip=False),
     'dihedral': dihedral,
 }
 

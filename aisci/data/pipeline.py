@@ -22,6 +22,8 @@ _MAX_INT64 = 2**62
 # Keeps augmentation seeds of existing runs unchanged (it once depended on
 # the process index, with one process: seed + _AUGMENT_SEED_OFFSET).
 _AUGMENT_SEED_OFFSET = 1_000_003
+# Seeds each example's fixed coin of the alternating flip.
+_FLIP_SEED_OFFSET = 2_000_003
 
 
 def steps_per_epoch(source: source_lib.Source, global_batch_size: int) -> int:
@@ -37,11 +39,15 @@ def steps_per_epoch(source: source_lib.Source, global_batch_size: int) -> int:
 
 def train_dataset(source: source_lib.Source, *, local_batch_size: int,
                   process_index: int, process_count: int, seed: int,
-                  start_step: int, preprocess: preprocess_lib.TrainFn
-                  ) -> tf.data.Dataset:
+                  start_step: int, preprocess: preprocess_lib.TrainFn,
+                  alternating_flip: bool = False) -> tf.data.Dataset:
   """Endless batches of preprocessed features, [local_batch_size, ...] each.
 
   source: the whole training split (every process can read any example).
+  alternating_flip: mirror each example's image in every other epoch, from a
+    random side of its own (airbench's derandomised flip: each image is
+    seen both ways within any two epochs, where random flips repeat a side
+    half the time); `preprocess` must not flip as well.
   """
   if source.num_examples != source.total_examples:
     raise ValueError('train_dataset needs the whole training split (build '
@@ -59,8 +65,17 @@ def train_dataset(source: source_lib.Source, *, local_batch_size: int,
     index = tf.random.experimental.index_shuffle(
         position, seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
         max_index=tf.constant(max_index, tf.int64))
-    return preprocess(source.get(index),
-                      tf.stack([tf.constant(augment_seed, tf.int64), k]))
+    features = preprocess(source.get(index),
+                          tf.stack([tf.constant(augment_seed, tf.int64), k]))
+    if alternating_flip:
+      coin = tf.random.stateless_uniform(
+          [], seed=tf.stack([tf.constant(seed + _FLIP_SEED_OFFSET, tf.int64),
+                             index]), maxval=2, dtype=tf.int64)
+      image = features['image']  # [height, width, channels]
+      features = dict(features, image=tf.where(
+          tf.equal((coin + epoch) % 2, 1), tf.reverse(image, axis=[1]),
+          image))
+    return features
 
   ds = tf.data.Dataset.range(start_step * local_batch_size, _MAX_INT64)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)

@@ -127,6 +127,14 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                eval_source.description, len(class_names))
   train_preprocess, eval_preprocess = preprocess_lib.make_preprocess(
       config.input, train_source)
+  alternating_flip = config.input.get('alternating_flip', False)  # configs without it
+  if alternating_flip and (train_source.kind != 'image' or
+                           config.input.augment not in ('none', 'crop_pad2')):
+    raise ValueError(
+        'config.input.alternating_flip mirrors classification images itself: '
+        f'it needs image data (not {train_source.kind!r}) and an augmentation '
+        "without a flip, config.input.augment='crop_pad2' or 'none' (not "
+        f'{config.input.augment!r}).')
   eval_dataset = pipeline.eval_dataset(
       eval_source, local_batch_size=local_eval_batch_size,
       process_count=process_count, preprocess=eval_preprocess)
@@ -237,7 +245,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
           train_source, local_batch_size=local_batch_size,
           process_index=process_index, process_count=process_count,
           seed=config.seed, start_step=start_step,
-          preprocess=train_preprocess).as_numpy_iterator(),
+          preprocess=train_preprocess,
+          alternating_flip=alternating_flip).as_numpy_iterator(),
       batch_sharding)
   if latest is None:
     whiten_layer = config.init.get('whiten_layer', '')  # configs without it

@@ -26,11 +26,12 @@ def take(ds, n):
 
 
 def train_ds(source, start_step, seed=0, batch=64, process_index=0,
-             process_count=1, augment_name='cifar'):
+             process_count=1, augment_name='cifar', alternating_flip=False):
   return pipeline.train_dataset(
       source, local_batch_size=batch // process_count,
       process_index=process_index, process_count=process_count, seed=seed,
-      start_step=start_step, preprocess=preprocessing(source, augment_name)[0])
+      start_step=start_step, preprocess=preprocessing(source, augment_name)[0],
+      alternating_flip=alternating_flip)
 
 
 def test_training_batches_resume_exactly_mid_epoch_and_across_epochs(source):
@@ -124,3 +125,33 @@ def test_flip_augmentation_only_mirrors():
   assert all(np.array_equal(o, image) or np.array_equal(o, image[:, ::-1])
              for o in outs)
   assert any(np.array_equal(o, image[:, ::-1]) for o in outs)
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch(source):
+  # 500 examples, batch 50: epochs of 10 batches.
+  batches = take(train_ds(source, 0, batch=50, augment_name='none',
+                          alternating_flip=True), 30)
+  images = np.concatenate([b['image'] for b in batches])
+  epochs = [images[i * 500:(i + 1) * 500] for i in range(3)]
+  originals = np.concatenate([b['image'] for b in take(pipeline.eval_dataset(
+      source, local_batch_size=50, process_count=1,
+      preprocess=preprocessing(source, 'none')[1]), 10)])
+  key = lambda image: image.tobytes()  # pylint: disable=unnecessary-lambda-assignment
+  unflipped = {key(x) for x in originals}
+  mirrored = {key(x[:, ::-1]) for x in originals}
+  as_seen = [np.array([key(x) in unflipped for x in epoch]) for epoch in epochs]
+  for epoch, seen in zip(epochs, as_seen):
+    # Every image is its original or its mirror image ...
+    assert all(key(x) in unflipped or key(x) in mirrored for x in epoch)
+  # ... about half of them mirrored, each one from its own random side ...
+  assert 150 < int((~as_seen[0]).sum()) < 350
+  # ... and the mirrored ones of one epoch are the unmirrored of the next.
+  def sides(epoch, seen):
+    return {key(x if s else x[:, ::-1]): s for x, s in zip(epoch, seen)}
+  first, second, third = (sides(e, s) for e, s in zip(epochs, as_seen))
+  assert all(second[k] != v for k, v in first.items())
+  assert first == third
+  # Resumed mid-run: the same images, flips included.
+  resumed = take(train_ds(source, 13, batch=50, augment_name='none',
+                          alternating_flip=True), 2)
+  np.testing.assert_array_equal(resumed[0]['image'], batches[13]['image'])

@@ -114,3 +114,12 @@ def test_checkpoint_of_another_optimizer_is_a_clear_error(cifar10_small, tmp_pat
                      match=r'Checkpoint 4 in .*checkpoints does not fit.*--workdir'):
     loop.train_and_evaluate(config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
+
+
+def test_alternating_flip_with_a_flipping_augmentation_is_a_clear_error(
+    cifar10_small, tmp_path):
+  config = small_config(cifar10_small)
+  config.input.augment = 'flip'
+  config.input.alternating_flip = True
+  with pytest.raises(ValueError, match="augment='crop_pad2' or 'none'"):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
