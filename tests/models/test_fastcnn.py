@@ -148,7 +148,7 @@ def test_image_size_must_divide_by_the_pooling():
     small().init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
 
 
-@pytest.mark.parametrize('variant', ['default', 'cpu', 'cpu_whiten', 'tiny'])
+@pytest.mark.parametrize('variant', ['default', 'cpu', 'cpu_whiten', 'cpu_airbench', 'tiny'])
 def test_config_variants_build(variant):
   spec = importlib.util.spec_from_file_location('cifar_fast', CONFIG)
   module = importlib.util.module_from_spec(spec)
