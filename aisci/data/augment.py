@@ -75,6 +75,8 @@ AUGMENTATIONS = {
     'crop_pad2': functools.partial(cifar_augment, pad=2, flip=False),
     'dihedral': dihedral,
 }
+# The ones that never mirror: config.input.alternating_flip flips on top of them.
+WITHOUT_FLIP = frozenset({'none', 'crop_pad2'})
 
 
 def get_augmentation(name: str):

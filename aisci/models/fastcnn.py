@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax.nn import initializers
 
 from aisci.models import conv
 
@@ -39,7 +38,7 @@ def max_pool_2x2(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def identity_init(base=initializers.lecun_normal()):
+def identity_init(base=nn.linear.default_kernel_init):
   """A conv kernel initializer: `base`, then the first min(c_in, c_out)
   filters replaced by the identity (1 at the centre tap of their own input
   channel, 0 elsewhere).
@@ -72,7 +71,7 @@ class ConvGroup(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     kernel_init = (identity_init() if self.identity_init
-                   else initializers.lecun_normal())
+                   else nn.linear.default_kernel_init)
     conv3x3 = functools.partial(conv.Conv, self.features, (3, 3),
                                 padding='SAME', use_bias=False,
                                 kernel_init=kernel_init, dtype=self.dtype)

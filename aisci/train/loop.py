@@ -22,6 +22,7 @@ from aisci import data
 from aisci import models
 from aisci import report as report_lib
 from aisci import tasks
+from aisci.data import augment as augment_lib
 from aisci.data import pipeline
 from aisci.data import preprocess as preprocess_lib
 from aisci.train import best as best_lib
@@ -128,13 +129,14 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   train_preprocess, eval_preprocess = preprocess_lib.make_preprocess(
       config.input, train_source)
   alternating_flip = config.input.get('alternating_flip', False)  # configs without it
-  if alternating_flip and (train_source.kind != 'image' or
-                           config.input.augment not in ('none', 'crop_pad2')):
+  if alternating_flip and (
+      train_source.kind != 'image' or
+      config.input.augment not in augment_lib.WITHOUT_FLIP):
     raise ValueError(
         'config.input.alternating_flip mirrors classification images itself: '
         f'it needs image data (not {train_source.kind!r}) and an augmentation '
-        "without a flip, config.input.augment='crop_pad2' or 'none' (not "
-        f'{config.input.augment!r}).')
+        'without a flip, config.input.augment in '
+        f'{sorted(augment_lib.WITHOUT_FLIP)} (not {config.input.augment!r}).')
   eval_dataset = pipeline.eval_dataset(
       eval_source, local_batch_size=local_eval_batch_size,
       process_count=process_count, preprocess=eval_preprocess)

@@ -140,7 +140,7 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(source):
   unflipped = {key(x) for x in originals}
   mirrored = {key(x[:, ::-1]) for x in originals}
   as_seen = [np.array([key(x) in unflipped for x in epoch]) for epoch in epochs]
-  for epoch, seen in zip(epochs, as_seen):
+  for epoch in epochs:
     # Every image is its original or its mirror image ...
     assert all(key(x) in unflipped or key(x) in mirrored for x in epoch)
   # ... about half of them mirrored, each one from its own random side ...

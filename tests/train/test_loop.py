@@ -121,5 +121,5 @@ def test_alternating_flip_with_a_flipping_augmentation_is_a_clear_error(
   config = small_config(cifar10_small)
   config.input.augment = 'flip'
   config.input.alternating_flip = True
-  with pytest.raises(ValueError, match="augment='crop_pad2' or 'none'"):
+  with pytest.raises(ValueError, match=r"augment in \['crop_pad2', 'none'\]"):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
