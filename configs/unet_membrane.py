@@ -82,12 +82,15 @@ def get_config(arg=None):
       grad_clip_norm=1.0,
       freeze=(),
       layer_decay=1.0,
+      # (regex, factor) pairs: learning-rate factors by parameter name
+      lr_mults=(),
       skip_nonfinite_updates=False,
   ))
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=50,
       decay='cosine',
       end_learning_rate_factor=0.01,
+      warmup_start_factor=0.0,  # warm-up starts at this x peak
   ))
   config.init = ml_collections.ConfigDict(dict(path='', format='auto', reinit=()))
   # Magnitude pruning when fine-tuning from config.init (aisci/train/prune.py).

@@ -41,6 +41,9 @@ def get_config(arg=None):
       batch_size=512,  # global, over all devices and processes
       eval_batch_size=1000,
       augment='cifar',  # pad 4 + random 32x32 crop + horizontal flip
+      # True: each image mirrored in every other epoch (airbench's
+      # alternating flip), with a flip-free augment ('none', 'crop_pad2').
+      alternating_flip=False,
       cache=True,  # decode images once into memory
       # Unreadable or non-image files: False stops with an error naming the
       # file; True leaves them out and counts them in the log.
@@ -80,6 +83,8 @@ def get_config(arg=None):
       grad_clip_norm=1.0,
       freeze=(),  # regexes of parameter names to keep fixed
       layer_decay=1.0,  # < 1: layer-wise learning-rate decay (fine-tuning)
+      # (regex, factor) pairs: learning-rate factors by parameter name
+      lr_mults=(),
       # A NaN/Inf loss or gradient norm: False stops the run (the last good
       # checkpoint is kept); True skips that update and counts it in the log.
       skip_nonfinite_updates=False,
@@ -91,6 +96,7 @@ def get_config(arg=None):
       warmup_steps=975,  # 10 epochs
       decay='cosine',
       end_learning_rate_factor=0.01,
+      warmup_start_factor=0.0,  # warm-up starts at this x peak
   ))
 
   # Fine-tuning: start from an aisci workdir/checkpoint, a ViT .npz or a

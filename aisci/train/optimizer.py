@@ -13,9 +13,12 @@ from aisci.train import prune as prune_lib
 
 
 def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up from 0 to the peak rate, then `decay` to the end rate."""
+  """Linear warm-up from warmup_start_factor * peak (0 by default) to the
+  peak rate, then `decay` to the end rate."""
   peak = config.optimizer.learning_rate
   warmup = config.schedule.warmup_steps
+  # Configs written before the field existed warm up from 0.
+  start = peak * config.schedule.get('warmup_start_factor', 0.0)
   end = peak * config.schedule.end_learning_rate_factor
   decay_steps = max(config.total_steps - warmup, 1)
   if config.schedule.decay == 'cosine':
@@ -30,7 +33,7 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   if warmup == 0:
     return decay
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+      [optax.linear_schedule(start, peak, warmup), decay], [warmup])
 
 
 def weight_decay_mask(params: Any) -> Any:
@@ -78,12 +81,30 @@ def layer_scales(params: Any, decay: float) -> Any:
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
-def scale_by_layer(decay: float) -> optax.GradientTransformation:
-  """Multiplies each update by its layer's factor (see `layer_scales`)."""
+def pattern_scales(params: Any, mults: Sequence[tuple[str, float]]) -> Any:
+  """Learning-rate factor per parameter from (regex, factor) pairs: the
+  first pattern that the '/'-joined name matches (re.search) gives the
+  factor, 1 if none does (big_vision's lr_mults)."""
+  compiled = [(re.compile(pattern), float(factor)) for pattern, factor in mults]
+
+  def scale(path, _):
+    name = _path_name(path)
+    return next((f for c, f in compiled if c.search(name)), 1.0)
+
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_lr_factors(layer_decay: float = 1.0,
+                        lr_mults: Sequence[tuple[str, float]] = ()
+                        ) -> optax.GradientTransformation:
+  """Multiplies each update by its layer's factor (see `layer_scales`) and
+  by its name's factor (see `pattern_scales`): after the optimizer, that
+  is each parameter's learning rate times the product."""
 
   def update_fn(updates, state, params=None):
     del params
-    scales = layer_scales(updates, decay)
+    scales = jax.tree.map(lambda a, b: a * b, layer_scales(updates, layer_decay),
+                          pattern_scales(updates, lr_mults))
     return jax.tree.map(lambda u, s: u * s, updates, scales), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(),
@@ -105,7 +126,9 @@ def make_optimizer(config: ml_collections.ConfigDict
   config.optimizer.freeze (regexes on names like 'Transformer/encoderblock_0/
   MlpBlock_3/Dense_0/kernel') leaves the matching parameters unchanged;
   config.optimizer.layer_decay < 1 scales learning rates down with depth
-  from the top (fine-tuning).
+  from the top (fine-tuning); config.optimizer.lr_mults, (regex, factor)
+  pairs, multiplies the learning rates of the matching parameters (e.g.
+  (('bn\\d*/bias$', 64.0),) for airbench's BatchNorm biases).
   """
   opt = config.optimizer
   schedule = make_schedule(config)
@@ -127,8 +150,14 @@ def make_optimizer(config: ml_collections.ConfigDict
   else:
     raise ValueError(f"Unknown config.optimizer.name {opt.name!r}; known: "
                      "'adamw', 'sgd'.")
-  if opt.layer_decay != 1.0:
-    chain.append(scale_by_layer(opt.layer_decay))
+  lr_mults = tuple(opt.get('lr_mults', ()))  # absent in older configs
+  for entry in lr_mults:
+    if len(entry) != 2 or not isinstance(entry[0], str):
+      raise ValueError(
+          f'config.optimizer.lr_mults holds {entry!r}; each entry must be a '
+          "(regex, factor) pair, e.g. (('bn\\d*/bias$', 64.0),).")
+  if opt.layer_decay != 1.0 or lr_mults:
+    chain.append(scale_by_lr_factors(opt.layer_decay, lr_mults))
   tx = optax.chain(*chain)
   if opt.freeze:
     tx = optax.multi_transform(
