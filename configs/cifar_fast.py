@@ -19,6 +19,11 @@ Variants (after a colon: configs/cifar_fast.py:cpu):
            88.28% (88.07% after 10), 37 minutes end to end on a machine
            at ~230-340 images/s, an estimated 26 at ~430
            (experiments/cifar10.md).
+  cpu_airbench_opt  cpu_airbench with airbench's optimizer too (BatchNorm
+           scales fixed at 1, BatchNorm biases at 64x the learning rate,
+           its learning rate, momentum 0.85 and weight decay, a triangle
+           schedule), 9 epochs: 88.63% in 15:00 end to end on 2 CPU cores
+           at ~600 images/s (87.93% in 8 epochs; experiments/cifar10.md).
   tiny     a few hundred steps at width 16/32/32, to check the recipe
            learns (about a minute).
 
@@ -29,8 +34,8 @@ ending at the EMA; aisci/train/lookahead.py), and test-time augmentation
 (logits averaged with the mirror image's) at evaluation.
 
 Commands:
-  python -m aisci.main --config=configs/cifar_fast.py:cpu_whiten \
-      --config.dataset=imagefolder:.cache/data/cifar10-jpeg --workdir=runs/fast_cpu
+  python -m aisci.main --config=configs/cifar_fast.py:cpu_airbench_opt \
+      --config.dataset=imagefolder:.cache/data/cifar10-jpeg --workdir=runs/fast_opt
 """
 
 import importlib.util
@@ -38,7 +43,8 @@ import os
 
 import ml_collections
 
-VARIANTS = ('default', 'cpu', 'cpu_whiten', 'cpu_airbench', 'tiny')
+VARIANTS = ('default', 'cpu', 'cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt',
+            'tiny')
 
 
 def _base_config() -> ml_collections.ConfigDict:
@@ -58,9 +64,6 @@ def get_config(arg=None):
   config = _base_config()
   config.input.batch_size = 512
   config.input.augment = 'cifar'  # reflect-pad 4, random crop, flip
-  # True: each image mirrored in every other epoch (airbench's alternating
-  # flip, aisci/data/pipeline.py), with augment='crop_pad2' or 'none'.
-  config.input.alternating_flip = False
   config.model = ml_collections.ConfigDict(dict(
       name='fastcnn',
       stem='conv',  # or 'whiten': airbench's frozen patch-whitening stem
@@ -69,6 +72,7 @@ def get_config(arg=None):
       residual=False,
       head_scale=1.0 / 9,
       bn_momentum=0.6,  # short runs: running statistics must follow quickly
+      bn_scale=True,  # False: BatchNorm scales fixed at 1 (airbench's)
       # airbench's implicit residual: 3x3 convs start as the identity on
       # their first c_in filters (fastcnn.identity_init).
       identity_init=False,
@@ -100,26 +104,43 @@ def get_config(arg=None):
   config.eval_every_steps = 5 * steps_per_epoch
   config.checkpoint_every_steps = 2 * steps_per_epoch
 
-  if variant in ('cpu', 'cpu_whiten', 'cpu_airbench'):
+  if variant in ('cpu', 'cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt'):
     config.model.widths = (32, 128, 128)
     config.model.stem_width = 24
     # 200-500 images/s on 2 quiet cores (the machine varies): 15 epochs of
     # the 3x3 stem take 25-61 min, start-up and evaluations included; the
     # whitened stem reaches the same accuracy in 14, and with airbench's
     # identity init, alternating flip and shifted TTA views in 11.
-    epochs = {'cpu': 15, 'cpu_whiten': 14, 'cpu_airbench': 11}[variant]
+    epochs = {'cpu': 15, 'cpu_whiten': 14, 'cpu_airbench': 11,
+              'cpu_airbench_opt': 9}[variant]
     config.total_steps = epochs * steps_per_epoch
     config.schedule.warmup_steps = 2 * steps_per_epoch
     config.eval_every_steps = 5 * steps_per_epoch
-    if variant in ('cpu_whiten', 'cpu_airbench'):
+    if variant in ('cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt'):
       config.model.update(stem='whiten', stem_width=24)
       config.init.whiten_layer = 'stem_conv'
       config.optimizer.freeze = ('stem_conv/kernel',)
       config.input.augment = 'cifar_pad2'
-    if variant == 'cpu_airbench':
+    if variant in ('cpu_airbench', 'cpu_airbench_opt'):
       # Shifted TTA views: +0.4 points for 2.6x the evaluation time.
       config.model.update(identity_init=True, tta_translate=True)
       config.input.update(augment='crop_pad2', alternating_flip=True)
+    if variant == 'cpu_airbench_opt':
+      # airbench94's optimizer, for batch 512 with a mean loss: its sum-loss
+      # lr 11.5 / (1024 * (1 + 1 / (1 - 0.85))) per example is 0.75 here,
+      # its decay 0.0153 * 512 / 7851 per step is 1.33e-3 * lr (PyTorch-
+      # style, added to the gradient); BatchNorm scales fixed at 1 and the
+      # BatchNorm biases at 64 x the rate; a triangle schedule, 0.2 -> 1 at
+      # 23 % of the steps -> 0.07. 9 epochs: 88.63 %, 8: 87.93 %
+      # (cpu_airbench needs 11 for 88.3 %).
+      config.model.bn_scale = False
+      config.optimizer.update(learning_rate=0.75, momentum=0.85,
+                              weight_decay=1.33e-3,
+                              lr_mults=((r'(^|/)bn\d*/bias$', 64.0),))
+      config.schedule.update(warmup_steps=round(0.23 * config.total_steps),
+                             warmup_start_factor=0.2,
+                             end_learning_rate_factor=0.07)
+      config.eval_every_steps = 4 * steps_per_epoch
   elif variant == 'tiny':
     config.model.widths = (16, 32, 32)
     config.model.stem_width = 16

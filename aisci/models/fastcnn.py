@@ -65,6 +65,7 @@ class ConvGroup(nn.Module):
   features: int
   residual: bool = False
   bn_momentum: float = 0.9
+  bn_scale: bool = True
   identity_init: bool = False
   dtype: Any = jnp.float32
 
@@ -77,6 +78,7 @@ class ConvGroup(nn.Module):
                                 kernel_init=kernel_init, dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
+                             use_scale=self.bn_scale,
                              dtype=jnp.float32)  # Norms in float32.
     x = conv3x3(name='conv1')(x)
     x = max_pool_2x2(x)
@@ -104,6 +106,8 @@ class FastCNN(nn.Module):
       (airbench uses 1/9).
     bn_momentum: Flax BatchNorm momentum of the running statistics
       (PyTorch's momentum is 1 - this); short runs want a low value.
+    bn_scale: learn a BatchNorm scale; False fixes it at 1 (airbench's
+      frozen BatchNorm weights: only the biases are trained).
     identity_init: start the first min(c_in, c_out) filters of each
       group's 3x3 convs as the identity (`identity_init` above, airbench's).
     tta_flip: at evaluation (train=False), average the logits of the image
@@ -122,6 +126,7 @@ class FastCNN(nn.Module):
   residual: bool = False
   head_scale: float = 1.0 / 9
   bn_momentum: float = 0.9
+  bn_scale: bool = True
   identity_init: bool = False
   tta_flip: bool = True
   tta_translate: bool = False
@@ -141,7 +146,8 @@ class FastCNN(nn.Module):
                     name='stem_conv')(images.astype(self.dtype))
       x = nn.BatchNorm(use_running_average=not train,
                        momentum=self.bn_momentum, epsilon=1e-5,
-                       dtype=jnp.float32, name='stem_bn')(x)
+                       use_scale=self.bn_scale, dtype=jnp.float32,
+                       name='stem_bn')(x)
     elif self.stem == 'whiten':
       whitened = 2 * 2 * 2 * images.shape[-1]
       if self.stem_width != whitened:
@@ -161,7 +167,7 @@ class FastCNN(nn.Module):
     x = nn.gelu(x).astype(self.dtype)
     for i, width in enumerate(self.widths):
       x = ConvGroup(width, residual=self.residual,
-                    bn_momentum=self.bn_momentum,
+                    bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
                     identity_init=self.identity_init, dtype=self.dtype,
                     name=f'group{i + 1}')(x, train=train)
     return jnp.max(x.astype(jnp.float32), axis=(1, 2))  # Global max-pool.

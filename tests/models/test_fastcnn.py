@@ -143,12 +143,30 @@ def test_identity_init_starts_each_group_as_the_identity():
   chex.assert_trees_all_equal_shapes(variables, plain)
 
 
+def test_bn_scale_false_fixes_the_scales_at_one():
+  x = images()
+  with_scale = small(tta_flip=False, bn_scale=True)
+  without = small(tta_flip=False, bn_scale=False)
+  variables = with_scale.init(jax.random.PRNGKey(0), x)
+  fixed = without.init(jax.random.PRNGKey(0), x)
+  names = lambda tree: {'/'.join(k.key for k in path) for path, _ in
+                        jax.tree_util.tree_flatten_with_path(tree)[0]}
+  scales = {n for n in names(variables['params']) if n.endswith('/scale')}
+  # stem_bn and two BatchNorms in each of the two groups.
+  assert len(scales) == 5
+  assert names(fixed['params']) == names(variables['params']) - scales
+  # Learned scales at their initial value 1 compute the same function.
+  chex.assert_trees_all_close(with_scale.apply(variables, x),
+                              without.apply(fixed, x), rtol=1e-5, atol=1e-6)
+
+
 def test_image_size_must_divide_by_the_pooling():
   with pytest.raises(ValueError, match='not divisible by 4'):
     small().init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
 
 
-@pytest.mark.parametrize('variant', ['default', 'cpu', 'cpu_whiten', 'cpu_airbench', 'tiny'])
+@pytest.mark.parametrize('variant', ['default', 'cpu', 'cpu_whiten', 'cpu_airbench',
+                                     'cpu_airbench_opt', 'tiny'])
 def test_config_variants_build(variant):
   spec = importlib.util.spec_from_file_location('cifar_fast', CONFIG)
   module = importlib.util.module_from_spec(spec)
