@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from aisci import models
+from aisci.data import augment
 from aisci.models import vit
+from configs import vit_cifar
 
 
 def count_params(model, image_size):
@@ -131,3 +133,16 @@ def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
   assert not np.allclose(expected, plain.apply(variables, images), atol=1e-4)
   chex.assert_trees_all_close(tta.apply(variables, images, train=True),
                               plain.apply(variables, images, train=True))
+
+
+@pytest.mark.parametrize('variant', vit_cifar.VARIANTS)
+def test_vit_cifar_variants_build_and_fit_the_input_pipeline(variant):
+  config = vit_cifar.get_config(variant)
+  model = models.build_model(config.model, num_classes=10)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((2, 32, 32, 3)))
+  chex.assert_shape(shapes['params']['head']['kernel'], (model.width or 384, 10))
+  assert config.input.augment in augment.AUGMENTATIONS
+  # The loop refuses alternating_flip on top of a flipping augmentation.
+  if config.input.alternating_flip:
+    assert config.input.augment in augment.WITHOUT_FLIP
