@@ -152,7 +152,8 @@ def make_optimizer(config: ml_collections.ConfigDict
                      "'adamw', 'sgd'.")
   lr_mults = tuple(opt.get('lr_mults', ()))  # absent in older configs
   for entry in lr_mults:
-    if len(entry) != 2 or not isinstance(entry[0], str):
+    if (not isinstance(entry, (tuple, list)) or len(entry) != 2
+        or not isinstance(entry[0], str)):
       raise ValueError(
           f'config.optimizer.lr_mults holds {entry!r}; each entry must be a '
           "(regex, factor) pair, e.g. (('bn\\d*/bias$', 64.0),).")

@@ -74,8 +74,9 @@ def test_lr_mults_multiply_with_layer_decay():
   np.testing.assert_allclose(updates['head']['kernel'], 1.0)
 
 
-def test_lr_mults_entry_must_be_a_pair():
-  config = tiny_config(**{'optimizer.lr_mults': (('bias', 2.0, 3.0),)})
+@pytest.mark.parametrize('lr_mults', [(('bias', 2.0, 3.0),), ('bias', 2.0)])
+def test_lr_mults_entry_must_be_a_pair(lr_mults):
+  config = tiny_config(**{'optimizer.lr_mults': lr_mults})
   with pytest.raises(ValueError, match='lr_mults'):
     optimizer.make_optimizer(config)
 
