@@ -22,8 +22,9 @@ Variants (after a colon: configs/cifar_fast.py:cpu):
   cpu_airbench_opt  cpu_airbench with airbench's optimizer too (BatchNorm
            scales fixed at 1, BatchNorm biases at 64x the learning rate,
            its learning rate, momentum 0.85 and weight decay, a triangle
-           schedule), 9 epochs: 88.63% in 15:00 end to end on 2 CPU cores
-           at ~600 images/s (87.93% in 8 epochs; experiments/cifar10.md).
+           schedule), 9 epochs: 88.31-88.63% (two seeds) in 15-16 minutes
+           end to end on 2 CPU cores at ~600 images/s (87.93% in 8 epochs;
+           experiments/cifar10.md).
   tiny     a few hundred steps at width 16/32/32, to check the recipe
            learns (about a minute).
 
@@ -131,8 +132,8 @@ def get_config(arg=None):
       # its decay 0.0153 * 512 / 7851 per step is 1.33e-3 * lr (PyTorch-
       # style, added to the gradient); BatchNorm scales fixed at 1 and the
       # BatchNorm biases at 64 x the rate; a triangle schedule, 0.2 -> 1 at
-      # 23 % of the steps -> 0.07. 9 epochs: 88.63 %, 8: 87.93 %
-      # (cpu_airbench needs 11 for 88.3 %).
+      # 23 % of the steps -> 0.07. 9 epochs: 88.63 % and 88.31 % (two
+      # seeds), 8: 87.93 % (cpu_airbench needs 11 for 88.3 %).
       config.model.bn_scale = False
       config.optimizer.update(learning_rate=0.75, momentum=0.85,
                               weight_decay=1.33e-3,
