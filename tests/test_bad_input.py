@@ -252,7 +252,7 @@ CASES = [
     (mistyped_field, AttributeError, r'Did you mean "total_steps" instead of "totl_steps"'),
     (wrong_type_int, flags.IllegalFlagValueError, r"total_steps=abc: invalid literal for int\(\)"),
     (wrong_type_bool, flags.IllegalFlagValueError, r"skip_nonfinite_updates=maybe: .*Non-boolean"),
-    (unknown_variant, ValueError, r"Unknown variant 'huge' of vit_cifar; known: \('default', 'tiny'\)"),
+    (unknown_variant, ValueError, r"Unknown variant 'huge' of vit_cifar; known: \('default', 'tiny'"),
     (unknown_dataset, ValueError, r"Unknown dataset 'cifar1O'.*imagefolder"),
     (no_network, RuntimeError, r'no network.*imagefolder:PATH'),
     (folder_missing, FileNotFoundError, r"Dataset folder '.*no_such_folder' does not exist .*check the path"),
