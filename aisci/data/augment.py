@@ -79,6 +79,17 @@ AUGMENTATIONS = {
 WITHOUT_FLIP = frozenset({'none', 'crop_pad2'})
 
 
+def check_alternating_flip(augment: str, data_kind: str) -> None:
+  """Raises ValueError unless alternating flip (config.input.alternating_flip)
+  can go on top of augmentation `augment` for data of kind `data_kind`."""
+  if data_kind != 'image' or augment not in WITHOUT_FLIP:
+    raise ValueError(
+        'config.input.alternating_flip mirrors classification images itself: '
+        f'it needs image data (not {data_kind!r}) and an augmentation '
+        f'without a flip, config.input.augment in {sorted(WITHOUT_FLIP)} '
+        f'(not {augment!r}).')
+
+
 def get_augmentation(name: str):
   if name not in AUGMENTATIONS:
     raise ValueError(f'Unknown config.input.augment {name!r}; known: '

@@ -129,14 +129,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   train_preprocess, eval_preprocess = preprocess_lib.make_preprocess(
       config.input, train_source)
   alternating_flip = config.input.get('alternating_flip', False)  # configs without it
-  if alternating_flip and (
-      train_source.kind != 'image' or
-      config.input.augment not in augment_lib.WITHOUT_FLIP):
-    raise ValueError(
-        'config.input.alternating_flip mirrors classification images itself: '
-        f'it needs image data (not {train_source.kind!r}) and an augmentation '
-        'without a flip, config.input.augment in '
-        f'{sorted(augment_lib.WITHOUT_FLIP)} (not {config.input.augment!r}).')
+  if alternating_flip:
+    augment_lib.check_alternating_flip(config.input.augment, train_source.kind)
   eval_dataset = pipeline.eval_dataset(
       eval_source, local_batch_size=local_eval_batch_size,
       process_count=process_count, preprocess=eval_preprocess)

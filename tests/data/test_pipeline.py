@@ -155,3 +155,12 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(source):
   resumed = take(train_ds(source, 13, batch=50, augment_name='none',
                           alternating_flip=True), 2)
   np.testing.assert_array_equal(resumed[0]['image'], batches[13]['image'])
+
+
+@pytest.mark.parametrize('augment_name, kind', [('cifar', 'image'), ('flip', 'image'),
+                                                ('none', 'text')])
+def test_alternating_flip_needs_flip_free_image_augmentation(augment_name, kind):
+  with pytest.raises(ValueError, match='alternating_flip'):
+    augment.check_alternating_flip(augment_name, kind)
+  for ok in augment.WITHOUT_FLIP:
+    augment.check_alternating_flip(ok, 'image')

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from aisci import models
+from aisci.data import augment
 from aisci.models import fastcnn
 from aisci.models.fastcnn import FastCNN
 
@@ -178,3 +179,6 @@ def test_config_variants_build(variant):
                           jnp.zeros((2, 32, 32, 3)))
   chex.assert_shape(shapes['params']['head']['kernel'],
                     (config.model.widths[-1], 10))
+  augment.get_augmentation(config.input.augment)
+  if config.input.alternating_flip:  # the loop's own check
+    augment.check_alternating_flip(config.input.augment, 'image')
