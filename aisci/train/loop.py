@@ -40,6 +40,13 @@ from aisci.train import steps
 from aisci.train import whiten
 from aisci.train import workdir_config
 
+# Steps Python may dispatch ahead of the devices. Enough to keep them busy;
+# few enough that XLA:CPU never queues ~32 programs on a device, where with
+# the CPU split into devices (aisci.main's default 8) the launch of the next
+# step blocks on XLA's per-device in-flight limit while holding one of the
+# threads the queued step's all-reduce needs, and the run hangs for ever
+# (tests/train/test_run_ahead.py).
+MAX_STEPS_AHEAD = 4
 
 def _write_json(path: str, value: Any) -> None:
   if jax.process_index() == 0:
@@ -273,6 +280,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     for step in range(start_step, end_step):
       state, metrics = train_step(state, next(train_batches))
       pending_metrics.append(metrics)
+      if len(pending_metrics) > MAX_STEPS_AHEAD:
+        jax.block_until_ready(pending_metrics[-MAX_STEPS_AHEAD - 1])
       done = step + 1
       # Read once (signals come any time); all processes stop at one step.
       preempted = stop_agreement(stop_request.requested)
