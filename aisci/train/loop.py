@@ -44,9 +44,10 @@ from aisci.train import workdir_config
 # few enough that XLA:CPU never queues ~32 programs on a device, where with
 # the CPU split into devices (aisci.main's default 8) the launch of the next
 # step blocks on XLA's per-device in-flight limit while holding one of the
-# threads the queued step's all-reduce needs, and the run hangs for ever
-# (tests/train/test_run_ahead.py).
+# threads the queued step's all-reduce needs: the run hangs until XLA
+# aborts it 20 minutes later (tests/train/test_run_ahead.py).
 MAX_STEPS_AHEAD = 4
+
 
 def _write_json(path: str, value: Any) -> None:
   if jax.process_index() == 0:

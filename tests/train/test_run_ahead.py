@@ -5,10 +5,10 @@ With the CPU split into 8 devices (aisci.main's default), a train step holds
 an all-reduce over all 8. When more than ~32 steps are queued on a device,
 the launch of the next one blocks on XLA's per-device in-flight limit while
 holding one of the 8 threads that the queued all-reduce needs: the process
-hangs for ever (first seen 2026-12-03 with log_every_steps=100). The loop
-waits for the step `loop.MAX_STEPS_AHEAD` back; this test trains 300 steps
-without a single log, checkpoint or evaluation in between, which hangs
-without that wait.
+hangs until XLA aborts it 20 minutes later (first seen 2026-12-03 with
+log_every_steps=100). The loop waits for the step `loop.MAX_STEPS_AHEAD`
+back; this test trains 300 steps without a single log, checkpoint or
+evaluation in between, which hangs without that wait.
 """
 
 import os
