@@ -11,8 +11,8 @@ Variants (pass after a colon: configs/vit_cifar.py:tiny):
            the patch stem, run H, in 14 minutes end to end on a fast day).
   tiny_15min  tiny in 6.4 epochs of batch 64 (5000 steps) with alternating
            flip, for a 15-minute budget: 70.86% in 14:10 end to end on 2
-           CPU cores at ~390 images/s (70.22% in 14:24 with seed 1;
-           experiments/cifar10.md).
+           CPU cores at ~390 images/s (seeds 1-3: 70.22%, 69.62%,
+           70.65%; experiments/cifar10.md).
 
 Commands:
   python -m aisci.main --config=configs/vit_cifar.py --workdir=runs/vit_cifar
