@@ -1,11 +1,12 @@
-"""Test accuracy of a trained FastCNN run with each test-time augmentation.
+"""Test accuracy of a trained FastCNN or ViT run with each test-time
+augmentation.
 
     python -m experiments.eval_tta runs/fast_cpu_whiten14 \
         .cache/data/cifar10-jpeg/test
 
 Evaluates the run's latest parameters on an image folder (one subfolder per
 class, in the order of the run's class names) with flip TTA alone and with
-flip + translate TTA (FastCNN.tta_translate), on one device.
+flip + translate TTA (`tta_translate`, aisci/models/tta.py), on one device.
 """
 
 import os

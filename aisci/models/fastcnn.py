@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from aisci.models import conv
+from aisci.models import tta
 
 
 def max_pool_2x2(x):
@@ -116,7 +117,7 @@ class FastCNN(nn.Module):
       and left and one down and right (reflection-padded), as airbench's
       test-time augmentation: weight 1/2 for the unshifted view, 1/4 for
       each shifted one (each with its mirror if tta_flip): three times the
-      forward passes.
+      forward passes (aisci/models/tta.py).
     dtype: compute dtype; parameters, norms and logits stay float32.
   """
   num_classes: int
@@ -172,36 +173,16 @@ class FastCNN(nn.Module):
                     name=f'group{i + 1}')(x, train=train)
     return jnp.max(x.astype(jnp.float32), axis=(1, 2))  # Global max-pool.
 
-  def tta_views(self, images):
-    """[batch, h, w, c] -> views [batch, v, h, w, c] and weights [v]."""
-    views, weights = [images], [1.0]
-    if self.tta_translate:
-      _, h, w, _ = images.shape
-      padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)),
-                       mode='reflect')
-      views += [padded[:, :h, :w], padded[:, 2:, 2:]]
-      weights = [0.5, 0.25, 0.25]
-    if self.tta_flip:
-      views = [v for view in views for v in (view, view[:, :, ::-1])]
-      weights = [x / 2 for x in weights for _ in range(2)]
-    return jnp.stack(views, axis=1), jnp.asarray(weights, jnp.float32)
-
   @nn.compact
   def __call__(self, images, *, train: bool = False):
-    tta = (self.tta_flip or self.tta_translate) and not train
-    if tta:
-      # One pass over each image next to its other views: [v * batch, ...].
-      # Views of an image stay together, which keeps a sharded batch on its
-      # devices, and reshapes, not slices, keep a symbolic batch in exports
-      # (as in vit.py).
-      views, weights = self.tta_views(images)
-      x = self.features(views.reshape((-1,) + images.shape[1:]), train=False)
-    else:
-      x = self.features(images, train=train)
-    if self.num_classes:
-      x = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32,
-                   name='head')(x) * self.head_scale
-    if not tta:
+    def logits(x, train):
+      x = self.features(x, train=train)
+      if self.num_classes:
+        x = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32,
+                     name='head')(x) * self.head_scale
       return x
-    x = x.reshape((images.shape[0], weights.shape[0]) + x.shape[1:])
-    return jnp.einsum('bv...,v->b...', x, weights)
+
+    if (self.tta_flip or self.tta_translate) and not train:
+      return tta.apply(functools.partial(logits, train=False), images,
+                       flip=self.tta_flip, translate=self.tta_translate)
+    return logits(images, train)

@@ -1,6 +1,7 @@
-"""Flip test-time augmentation on a batch sharded over 8 CPU devices: each
-device keeps its own images and their mirrors (no all-gather in the
-compiled program), with the logits of the unsharded program."""
+"""Flip and translate test-time augmentation on a batch sharded over 8 CPU
+devices: each device keeps its own images and their other views (no
+all-gather in the compiled program), with the logits of the unsharded
+program."""
 
 import os
 import subprocess
@@ -20,7 +21,8 @@ CHECK = textwrap.dedent('''
     models = {
         'vit': vit.ViT(num_classes=10, variant=None, width=32, depth=1,
                        mlp_dim=64, num_heads=2, patch_size=4, stem='conv',
-                       tta_flip=True, head_zero_init=False),
+                       tta_flip=True, tta_translate=True,
+                       head_zero_init=False),
         'fastcnn': fastcnn.FastCNN(num_classes=10, stem_width=8,
                                    widths=(8, 16, 16), tta_flip=True),
     }

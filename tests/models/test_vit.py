@@ -135,6 +135,33 @@ def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
                               plain.apply(variables, images, train=True))
 
 
+def test_tta_translate_averages_shifted_views_with_airbench_weights():
+  kwargs = dict(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
+                num_heads=2, patch_size=4, stem='conv', head_zero_init=False)
+  plain = vit.ViT(**kwargs)
+  tta = vit.ViT(**kwargs, tta_flip=True, tta_translate=True)
+  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
+  variables = plain.init(jax.random.PRNGKey(1), images)
+  # Shifted copies built independently: numpy's reflection padding, then
+  # the up-left and down-right 16x16 windows.
+  padded = np.pad(np.asarray(images), ((0, 0), (1, 1), (1, 1), (0, 0)),
+                  'reflect')
+  np.testing.assert_array_equal(padded[:, 1:17, 1:17], images)
+
+  def flipped_mean(x):
+    return (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1])) / 2
+
+  expected = (flipped_mean(images) / 2 + flipped_mean(padded[:, :16, :16]) / 4
+              + flipped_mean(padded[:, 2:, 2:]) / 4)
+  logits = tta.apply(variables, images)
+  chex.assert_shape(logits, (3, 10))
+  chex.assert_trees_all_close(logits, expected, atol=1e-5)
+  # The shifted views change the prediction: not flip TTA under another name.
+  assert not np.allclose(logits, flipped_mean(images), atol=1e-4)
+  chex.assert_trees_all_close(tta.apply(variables, images, train=True),
+                              plain.apply(variables, images, train=True))
+
+
 @pytest.mark.parametrize('variant', vit_cifar.VARIANTS)
 def test_vit_cifar_variants_build_and_fit_the_input_pipeline(variant):
   config = vit_cifar.get_config(variant)
