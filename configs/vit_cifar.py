@@ -11,10 +11,10 @@ Variants (pass after a colon: configs/vit_cifar.py:tiny):
            the patch stem, run H, in 14 minutes end to end on a fast day).
   tiny_15min  tiny in 6.4 epochs of batch 64 (5000 steps) with alternating
            flip and flip + one-pixel-shift test-time views, for a
-           15-minute budget: seeds 0, 2 and 4 71.97%, 70.56% and 70.47%
-           in 12:59-13:31 end to end on 2 CPU cores at ~420-480 images/s;
-           seeds 1 and 3 (the same views on their final weights): 71.00%,
-           71.56% (experiments/cifar10.md).
+           15-minute budget: seeds 0, 1, 2 and 4 71.97%, 71.00%, 70.56%
+           and 70.47% in 12:59-13:31 end to end on 2 CPU cores at ~420-480
+           images/s; seed 3 (the same views on its final weights): 71.56%
+           (experiments/cifar10.md).
 
 Commands:
   python -m aisci.main --config=configs/vit_cifar.py --workdir=runs/vit_cifar
