@@ -51,12 +51,12 @@ import jax
 from jax import export as jax_export
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 from aisci import export_check
 from aisci import inference
 from aisci.data import imagefolder
 from aisci.models import conv
+from aisci.tf_import import tf
 
 FORMATS = ('stablehlo', 'savedmodel', 'tflite', 'tflite_int8',
            'tflite_dynamic', 'onnx')

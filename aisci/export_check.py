@@ -25,7 +25,7 @@ def stablehlo_runner(path: str) -> Runner:
 
 
 def savedmodel_runner(directory: str) -> Runner:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from aisci.tf_import import tf  # pylint: disable=g-import-not-at-top
   serve = tf.saved_model.load(directory).signatures['serving_default']
   return lambda images: serve(images=tf.constant(images))['logits'].numpy()
 
@@ -36,7 +36,7 @@ def _tflite_interpreter(path: str):
     from ai_edge_litert import interpreter as litert
     return litert.Interpreter(model_path=path)
   except ImportError:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from aisci.tf_import import tf  # pylint: disable=g-import-not-at-top
     with warnings.catch_warnings():  # "deprecated, use ai_edge_litert"
       warnings.simplefilter('ignore')
       return tf.lite.Interpreter(model_path=path)

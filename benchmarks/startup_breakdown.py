@@ -31,7 +31,7 @@ import optax  # noqa: E402,F401
 _mark('import optax')
 import orbax.checkpoint  # noqa: E402,F401
 _mark('import orbax')
-import tensorflow  # noqa: E402,F401
+from aisci import tf_import  # noqa: E402,F401  (TensorFlow, as aisci imports it)
 _mark('import tensorflow')
 from aisci.train import loop  # noqa: E402,F401
 _mark('import aisci (rest)')

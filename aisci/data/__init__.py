@@ -8,13 +8,12 @@
 
 from typing import Any, Mapping, Optional, Sequence
 
-import tensorflow as tf
-
 from aisci.data import imagefolder
 from aisci.data import npz_source
 from aisci.data import segfolder
 from aisci.data import textfile
 from aisci.data.source import Source
+from aisci.tf_import import tf
 
 # tf.data is only the input pipeline here: keep TensorFlow off the GPU so it
 # does not take the accelerator memory that JAX needs.

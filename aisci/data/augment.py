@@ -8,7 +8,7 @@ resumed run see exactly the batches an uninterrupted run would have seen.
 import functools
 from typing import Sequence
 
-import tensorflow as tf
+from aisci.tf_import import tf
 
 
 def cifar_augment(image: tf.Tensor, seed: tf.Tensor, pad: int = 4,

@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 from absl import logging
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 from aisci.data import source as source_lib
+from aisci.tf_import import tf
 from aisci.train import progress as progress_lib
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif',

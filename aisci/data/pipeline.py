@@ -13,10 +13,9 @@ batches an uninterrupted run sees from that step on.
 
 import math
 
-import tensorflow as tf
-
 from aisci.data import preprocess as preprocess_lib
 from aisci.data import source as source_lib
+from aisci.tf_import import tf
 
 _MAX_INT64 = 2**62
 # Keeps augmentation seeds of existing runs unchanged (it once depended on

@@ -8,10 +8,9 @@ random choices cannot differ, and the mask is never interpolated.
 
 from typing import Any, Callable, Mapping
 
-import tensorflow as tf
-
 from aisci.data import augment as augment_lib
 from aisci.data import source as source_lib
+from aisci.tf_import import tf
 
 TrainFn = Callable[[dict[str, tf.Tensor], tf.Tensor], dict[str, tf.Tensor]]
 EvalFn = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]

@@ -9,7 +9,8 @@ import dataclasses
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
+
+from aisci.tf_import import tf
 
 # What the examples of a source hold (the pipeline picks preprocessing by it):
 #   image         image uint8 [h, w, c], label int32 []

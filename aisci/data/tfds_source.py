@@ -10,11 +10,11 @@ import socket
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from aisci.data import source as source_lib
 from aisci.data import textfile
+from aisci.tf_import import tf
 from aisci.train import progress as progress_lib
 
 # tfds first tries its mirror on Google Cloud Storage.

@@ -15,13 +15,13 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
-from clu import metric_writers
 import jax
 import numpy as np
 
 from aisci.report import examples as examples_lib
 from aisci.report import plots
 from aisci.report import report_md
+from aisci.report import tensorboard
 
 # Logged every step but not worth a curve next to train/eval.
 _NOT_CURVES = ('learning_rate', 'grad_norm')
@@ -218,7 +218,7 @@ def _to_tensorboard(workdir: str, step: int, figures: Mapping[str, str]) -> None
   """The PNGs as images under 'report/<name>' in WORKDIR/tensorboard."""
   if not figures:
     return
-  writer = metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  writer = tensorboard.TensorBoardWriter(os.path.join(workdir, 'tensorboard'))
   try:
     writer.write_images(step, {
         f'report/{os.path.splitext(name)[0]}': plots.read_png(

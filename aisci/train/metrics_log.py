@@ -1,4 +1,4 @@
-"""Where metrics go: TensorBoard event files (via clu) and WORKDIR/metrics.jsonl.
+"""Where metrics go: TensorBoard event files and WORKDIR/metrics.jsonl.
 
 Only process 0 writes; the other processes get a writer that drops
 everything, so the loop never asks which process it is on.
@@ -7,14 +7,15 @@ everything, so the loop never asks which process it is on.
 import json
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from clu import metric_writers
 import jax
 import numpy as np
 
+from aisci.report import tensorboard
 
-class JsonlWriter(metric_writers.MetricWriter):
+
+class JsonlWriter:
   """One JSON line per write: {"step": s, "time": t, "name": value, ...}."""
 
   def __init__(self, path: str):
@@ -26,39 +27,37 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
-
-  def flush(self):
+  def flush(self) -> None:
     self._file.flush()
 
-  def close(self):
+  def close(self) -> None:
     self._file.close()
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
+class MultiWriter:
+  """Writes the same scalars to each of its writers (none: drops them)."""
+
+  def __init__(self, writers: Sequence[Any]):
+    self._writers = tuple(writers)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    for writer in self._writers:
+      writer.write_scalars(step, scalars)
+
+  def flush(self) -> None:
+    for writer in self._writers:
+      writer.flush()
+
+  def close(self) -> None:
+    for writer in self._writers:
+      writer.close()
+
+
+def create_writer(workdir: str) -> MultiWriter:
   """TensorBoard events in WORKDIR/tensorboard plus WORKDIR/metrics.jsonl."""
   if jax.process_index() > 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter([
-      metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard')),
+    return MultiWriter([])
+  return MultiWriter([
+      tensorboard.TensorBoardWriter(os.path.join(workdir, 'tensorboard')),
       JsonlWriter(os.path.join(workdir, 'metrics.jsonl')),
   ])

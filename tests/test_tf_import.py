@@ -1,0 +1,58 @@
+"""aisci imports TensorFlow without Keras and matplotlib (aisci/tf_import.py).
+
+Each case is a fresh interpreter: what a module imports can only be seen
+before anything else has imported it.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+_PROBE = '''
+import os, sys
+import aisci.train.loop  # everything `python -m aisci.main` imports to train
+print('loaded', sorted(m for m in ('keras', 'matplotlib', 'clu')
+                       if m in sys.modules))
+print('variable', os.environ.get('TF_USE_LEGACY_KERAS'))
+import tensorflow as tf
+print('tf.keras', tf.keras.layers.Dense.__module__.split('.')[0])
+from tensorflow.keras import layers
+print('tensorflow.keras', layers.Dense.__module__.split('.')[0])
+'''
+
+
+def _probe(**env_changes):
+  env = dict(os.environ)
+  env.pop('TF_USE_LEGACY_KERAS', None)
+  env.update(env_changes)
+  out = subprocess.run([sys.executable, '-c', _PROBE], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  return dict(line.split(' ', 1) for line in out.splitlines())
+
+
+@pytest.fixture(scope='module')
+def default_probe():
+  return _probe()
+
+
+def test_training_imports_neither_keras_nor_matplotlib(default_probe):
+  assert default_probe['loaded'] == '[]'
+
+
+def test_the_variable_is_set_for_the_import_only(default_probe):
+  assert default_probe['variable'] == 'None'
+
+
+def test_tf_keras_still_is_keras_3(default_probe):
+  assert default_probe['tf.keras'] == 'keras'
+  assert default_probe['tensorflow.keras'] == 'keras'
+
+
+def test_a_users_own_setting_is_left_alone():
+  # Set by the user (and tf_keras absent): TensorFlow's own choice, untouched.
+  probe = _probe(TF_USE_LEGACY_KERAS='0')
+  assert probe['variable'] == '0'
+  assert "'keras'" in probe['loaded']  # TensorFlow's eager import ran
+  assert probe['tf.keras'] == 'keras'
