@@ -42,12 +42,11 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, logs and reports go; rerunning with '
     'the same workdir resumes.')
 _CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', 4, 'Devices the CPU is split into when JAX runs on it (the '
+    'cpu_devices', 8, 'Devices the CPU is split into when JAX runs on it (the '
     'batch is sharded over them). XLA parallelises a step better over several '
-    'CPU devices than inside one; on 2 cores 4 devices were at least as fast '
-    'as 8 in every measurement (ViT and CNN steps, two kinds of CPU; '
-    'benchmarks/README.md, "CPU devices"), 2 faster still on one of them. No '
-    'effect on GPU/TPU runs; ignored if XLA_FLAGS sets '
+    'CPU devices than inside one: measured on 2 cores, the ViT tiny step runs '
+    '~15% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
+    'GPU/TPU runs; ignored if XLA_FLAGS sets '
     '--xla_force_host_platform_device_count.')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Resume a workdir even though the config '

@@ -36,8 +36,7 @@ from benchmarks import models as bench_models
 _MODEL = flags.DEFINE_string('model', 'vit_ti4', f'One of {list(bench_models.MODELS)}.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _DEVICES = flags.DEFINE_integer('devices', 8, 'CPU devices, as aisci.main\'s '
-                                '--cpu_devices (8 here, as in the tables '
-                                'so far; aisci.main uses 4 since 2026-12-03).')
+                                '--cpu_devices (default 8).')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Profiled steps (after 2 warm-up steps).')
 _TOP = flags.DEFINE_integer('top', 25, 'Operations listed.')
 _TRACE_DIR = flags.DEFINE_string('trace_dir', '', 'Where the trace goes; '

@@ -30,8 +30,7 @@ _MODELS = flags.DEFINE_list('models', ['vit_tiny', 'resnet18_tiny', 'vit_ti4'],
                             f'Any of {list(bench_models.MODELS)}.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _DEVICES = flags.DEFINE_integer('devices', 8, 'CPU devices, as aisci.main\'s '
-                                '--cpu_devices (8 here, as in the tables '
-                                'so far; aisci.main uses 4 since 2026-12-03).')
+                                '--cpu_devices (default 8).')
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each kind (median).')
 # Internal: one start-up, in this process.
 _WORKER = flags.DEFINE_bool('worker', False, 'Internal.')

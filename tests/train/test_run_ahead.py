@@ -1,7 +1,7 @@
 """Python may dispatch train steps ahead of the devices, but not so far that
 XLA:CPU deadlocks.
 
-With the CPU split into 8 devices (`--cpu_devices=8`), a train step holds
+With the CPU split into 8 devices (aisci.main's default), a train step holds
 an all-reduce over all 8. When more than ~32 steps are queued on a device,
 the launch of the next one blocks on XLA's per-device in-flight limit while
 holding one of the 8 threads that the queued all-reduce needs: the process
