@@ -5,8 +5,9 @@
 aisci never uses Keras, but `import tensorflow` (2.16 and later) imports
 all of Keras 3 eagerly (`keras.src.optimizers`, so that Keras optimizers are
 registered for loading SavedModels), and Keras imports matplotlib.pyplot:
-~0.5 s of every `python -m aisci.main`, a tenth of a start-up whose
-compilation comes from the cache (benchmarks/README.md, "Start-up").
+`import tensorflow` took 1.6-1.9 s with it and 1.3 s without on 2 cores, a
+start-up from the compilation cache ~4.5 s in all (benchmarks/README.md,
+"Start-up").
 TensorFlow skips that import when TF_USE_LEGACY_KERAS is set and tf_keras is
 not installed, so the variable is set for the import only. `tf.keras` stays
 what it was: a lazy alias that reads the variable when first used (after it

@@ -6,8 +6,8 @@ global state or changes the backend of a notebook that imports aisci.
 
 Every function takes plain numpy arrays, writes one PNG and returns its
 path; none of them knows about models, tasks or workdirs. matplotlib is
-imported when the first picture is drawn, not with aisci: it would add ~0.3 s
-to every start-up of `python -m aisci.main`.
+imported when the first picture is drawn, not with aisci: training needs it
+only for the report at the end (benchmarks/README.md, "Start-up").
 """
 
 import functools

@@ -2,7 +2,7 @@
 
 The same files clu's SummaryWriter writes (it wraps these calls), without
 importing clu.metric_writers, whose TensorBoard hparams plugin loads all of
-Keras: ~0.5 s of every start-up (aisci/tf_import.py).
+Keras, which aisci/tf_import.py keeps out of start-up.
 """
 
 from typing import Any, Mapping
@@ -29,9 +29,6 @@ class TensorBoardWriter:
     with self._writer.as_default():
       for name, batch in images.items():
         tf.summary.image(name, batch, step=int(step), max_outputs=len(batch))
-
-  def flush(self) -> None:
-    self._writer.flush()
 
   def close(self) -> None:
     self._writer.close()

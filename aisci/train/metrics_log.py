@@ -27,9 +27,6 @@ class JsonlWriter:
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
 
-  def flush(self) -> None:
-    self._file.flush()
-
   def close(self) -> None:
     self._file.close()
 
@@ -43,10 +40,6 @@ class MultiWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     for writer in self._writers:
       writer.write_scalars(step, scalars)
-
-  def flush(self) -> None:
-    for writer in self._writers:
-      writer.flush()
 
   def close(self) -> None:
     for writer in self._writers:
