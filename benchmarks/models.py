@@ -51,9 +51,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(variant or None)
 
 
-def config_for(name: str, batch_size: int | None = None
+def config_for(name: str, batch_size: int | None = None,
+               grad_accum_steps: int | None = None
                ) -> ml_collections.ConfigDict:
-  """The config of benchmark model `name`; batch_size None keeps the config's."""
+  """The config of benchmark model `name`; None keeps the config's value."""
   if name not in MODELS:
     raise ValueError(f'Unknown benchmark model {name!r}; known: {sorted(MODELS)}.')
   spec, overrides, _ = MODELS[name]
@@ -62,6 +63,8 @@ def config_for(name: str, batch_size: int | None = None
     config[section].update(fields)
   if batch_size:
     config.input.batch_size = batch_size
+  if grad_accum_steps:
+    config.grad_accum_steps = grad_accum_steps
   return config
 
 
@@ -74,7 +77,8 @@ def synthetic_batch(batch_size: int, image_size: int
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-def aisci_jitted(name: str, batch_size: int):
+def aisci_jitted(name: str, batch_size: int,
+                 grad_accum_steps: int | None = None):
   """aisci's init and train step for model `name`, jitted as
   aisci/train/loop.py does, nothing run or compiled yet.
 
@@ -91,7 +95,7 @@ def aisci_jitted(name: str, batch_size: int):
   from aisci.train import sharding as sharding_lib
   from aisci.train import steps
   # pylint: enable=g-import-not-at-top
-  config = config_for(name, batch_size)
+  config = config_for(name, batch_size, grad_accum_steps)
   mesh = sharding_lib.make_mesh(config.mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   model = models.build_model(config.model, num_classes=NUM_CLASSES,
@@ -107,7 +111,8 @@ def aisci_jitted(name: str, batch_size: int):
   init = jax.jit(init_fn, out_shardings=state_sharding)
   train_step = jax.jit(
       functools.partial(steps.train_step, model=model, task=task, tx=tx,
-                        schedule=schedule),
+                        schedule=schedule,
+                        grad_accum_steps=config.get('grad_accum_steps', 1)),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
       donate_argnums=(0,))
@@ -117,10 +122,12 @@ def aisci_jitted(name: str, batch_size: int):
   return init, rng, train_step, batch
 
 
-def aisci_train_step(name: str, batch_size: int):
+def aisci_train_step(name: str, batch_size: int,
+                     grad_accum_steps: int | None = None):
   """(jitted step, initial state, batch on the devices): aisci_jitted with
   init run."""
-  init, rng, train_step, batch = aisci_jitted(name, batch_size)
+  init, rng, train_step, batch = aisci_jitted(name, batch_size,
+                                              grad_accum_steps)
   return train_step, init(rng), batch
 
 

@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_step                     # all models, 1 and 8 CPU devices
   python -m benchmarks.train_step --models=vit_ti4 --repeats=20
+  python -m benchmarks.train_step --models=vit_ti4 --devices=2,8 --grad_accum_steps=1,4
 
 aisci runs its real step (aisci/train/steps.py with optimizer.py's optax
 chain, the config's task loss, donated state, batch sharded over a mesh of
@@ -14,7 +15,10 @@ huge pages as `python -m aisci.main` does (aisci/huge_pages.py); PyTorch
 runs with and without, and the faster counts. Each measurement runs in a fresh
 process; images/s is batch / median step time over `--repeats` steps after
 `--warmup` steps, each step waited for (block_until_ready); each side is
-measured `--rounds` times, alternating, and its best counts.
+measured `--rounds` times, alternating, and its best counts. aisci's lines
+also give the temporaries one device allocates per step and the system CPU
+time per step, most of it the kernel zeroing those fresh pages
+(benchmarks/README.md, "Fresh memory every step").
 """
 
 import os
@@ -34,6 +38,11 @@ _MODELS = flags.DEFINE_list(
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _DEVICES = flags.DEFINE_list('devices', ['1', '8'],
                              'CPU device counts to run aisci with.')
+_ACCUM = flags.DEFINE_list(
+    'grad_accum_steps', ['1'], 'aisci micro-batch counts to run with '
+    '(config.grad_accum_steps, aisci/train/grad_accum.py): k > 1 gives the '
+    "same update as one batch for models without BatchNorm, holding a k-times "
+    'smaller activation memory, which XLA:CPU allocates afresh every step.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed steps (median taken).')
 _ROUNDS = flags.DEFINE_integer(
@@ -50,6 +59,8 @@ _WORKER = flags.DEFINE_enum('worker', None, ['jax', 'torch'],
                             'Internal: measure one thing and emit it.')
 _MODEL = flags.DEFINE_string('model', None, 'Internal: the worker\'s model.')
 _NUM_DEVICES = flags.DEFINE_integer('num_devices', 1, 'Internal: CPU devices.')
+_WORKER_ACCUM = flags.DEFINE_integer('accum', 1, 'Internal: the worker\'s '
+                                     'config.grad_accum_steps.')
 _CONV = flags.DEFINE_enum(
     'conv', 'auto', ['auto', 'patches', 'xla'], "Internal: aisci/models/"
     "conv.py as it is ('auto'), without Winograd ('patches'), or with "
@@ -63,7 +74,8 @@ def jax_worker(name: str, num_devices: int) -> dict:
   jax.config.update('jax_num_cpu_devices', num_devices)
   conv.PATCH_WEIGHT_GRAD_ON_CPU = _CONV.value != 'xla'
   conv.WINOGRAD_ON_CPU = _CONV.value == 'auto'
-  train_step, state, batch = bench_models.aisci_train_step(name, _BATCH.value)
+  train_step, state, batch = bench_models.aisci_train_step(
+      name, _BATCH.value, _WORKER_ACCUM.value)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
@@ -84,7 +96,14 @@ def jax_worker(name: str, num_devices: int) -> dict:
               minor_faults=(after.ru_minflt - before.ru_minflt) / _REPEATS.value,
               system_s=(after.ru_stime - before.ru_stime) / _REPEATS.value,
               devices=len(jax.devices()),
+              temp_mb=_temp_mb(compiled),
               params=sum(x.size for x in jax.tree.leaves(holder[0].params)))
+
+
+def _temp_mb(compiled) -> float:
+  """MB of temporaries one device's step allocates (and frees) per execution."""
+  analysis = compiled.memory_analysis()
+  return analysis.temp_size_in_bytes / 1e6 if analysis else float('nan')
 
 
 def torch_worker(name: str) -> dict:
@@ -154,10 +173,13 @@ def main(argv):
         f'{huge_env or "default malloc"}', flush=True)
   passed = [f'--batch_size={_BATCH.value}', f'--warmup={_WARMUP.value}',
             f'--repeats={_REPEATS.value}']
-  devices = [int(d) for d in _DEVICES.value]
+  # (devices, micro-batches) settings aisci runs with, and their names.
+  settings = [(int(d), int(k)) for d in _DEVICES.value for k in _ACCUM.value]
+  label = {s: f'{s[0]} dev' + (f' k={s[1]}' if s[1] > 1 else '')
+           for s in settings}
   headers = (['model', 'params']
-             + [f'aisci {d} dev img/s' for d in devices]
-             + (['PyTorch img/s'] + [f'ratio {d} dev' for d in devices]
+             + [f'aisci {label[s]} img/s' for s in settings]
+             + (['PyTorch img/s'] + [f'ratio {label[s]}' for s in settings]
                 if _TORCH.value else []) + ['load'])
   rows = []
   for name in _MODELS.value:
@@ -168,19 +190,21 @@ def main(argv):
     torch_envs = {'default malloc': {}}
     if huge_env:
       torch_envs['huge pages'] = huge_env
-    aisci_rates = {d: 0.0 for d in devices}
+    aisci_rates = {s: 0.0 for s in settings}
     torch_rate, params = 0.0, ''
     for _ in range(_ROUNDS.value):
-      for d in devices:
+      for d, k in settings:
         result = common.run_worker('benchmarks.train_step', [
-            '--worker=jax', f'--model={name}', f'--num_devices={d}', *passed],
-                                   env=huge_env)
+            '--worker=jax', f'--model={name}', f'--num_devices={d}',
+            f'--accum={k}', *passed], env=huge_env)
         rate = _BATCH.value / result['median_s']
-        aisci_rates[d] = max(aisci_rates[d], rate)
+        aisci_rates[d, k] = max(aisci_rates[d, k], rate)
         params = f'{result["params"]:,}'
-        print(f'#   {name} aisci {d} dev: {rate:.1f} img/s, compile '
-              f'{result["compile_s"]:.1f} s, {_steps(result)}, load '
-              f'{common.load()}', flush=True)
+        print(f'#   {name} aisci {label[d, k]}: {rate:.1f} img/s, compile '
+              f'{result["compile_s"]:.1f} s, {_steps(result)}, temporaries '
+              f'{result["temp_mb"]:.0f} MB/device, system CPU '
+              f'{result["system_s"]:.3f} s/step, load {common.load()}',
+              flush=True)
       for setting, env in (torch_envs.items() if twin else ()):
         result = common.run_worker('benchmarks.train_step', [
             '--worker=torch', f'--model={name}', *passed], env=env)
@@ -191,12 +215,12 @@ def main(argv):
               f'{result["params"]:,}, {_steps(result)}, load {common.load()}',
               flush=True)
     row = [bench_models.MODELS[name][2], params]
-    row += [f'{aisci_rates[d]:.1f}' for d in devices]
+    row += [f'{aisci_rates[s]:.1f}' for s in settings]
     if twin:
       row.append(f'{torch_rate:.1f}')
-      row += [f'{aisci_rates[d] / torch_rate:.2f}' for d in devices]
+      row += [f'{aisci_rates[s] / torch_rate:.2f}' for s in settings]
     elif _TORCH.value:
-      row += ['-'] * (1 + len(devices))
+      row += ['-'] * (1 + len(settings))
     row.append(common.load().split()[0])
     rows.append(row)
   print()
