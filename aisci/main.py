@@ -42,12 +42,15 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, logs and reports go; rerunning with '
     'the same workdir resumes.')
 _CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', 8, 'Devices the CPU is split into when JAX runs on it (the '
-    'batch is sharded over them). XLA parallelises a step better over several '
-    'CPU devices than inside one: measured on 2 cores, the ViT tiny step runs '
-    '~15% faster with 8 than with 1 (experiments/cifar10.md). No effect on '
+    'cpu_devices', None, 'Devices the CPU is split into when JAX runs on it '
+    '(the batch is sharded over them); overrides config.cpu_devices, which '
+    "each config sets to what trained it fastest on 2 cores; 8 when the "
+    'config has no such field. Small models run faster over 8 CPU devices '
+    'than 1 (~15%, experiments/cifar10.md); models whose step holds '
+    'hundreds of MB of activations per device ran ~1.5x faster over 2 '
+    '(benchmarks/README.md, "Fresh memory every step"). No effect on '
     'GPU/TPU runs; ignored if XLA_FLAGS sets '
-    '--xla_force_host_platform_device_count.')
+    '--xla_force_host_platform_device_count.', lower_bound=1)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Resume a workdir even though the config '
     'differs from the one it was started with in fields that change what is '
@@ -76,6 +79,20 @@ _PROCESS_ID = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _cpu_device_count(config) -> tuple[int, str]:
+  """The CPU device count to use, and where it came from (for the log)."""
+  if _CPU_DEVICES.value is not None:
+    return _CPU_DEVICES.value, '--cpu_devices'
+  if 'cpu_devices' not in config:
+    return 8, 'the default; the config has no cpu_devices field'
+  value = config.cpu_devices
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise app.UsageError(
+        f'config.cpu_devices must be a positive integer (the devices the CPU '
+        f'is split into, e.g. 2 or 8); got {value!r}.')
+  return value, 'config.cpu_devices'
+
+
 class _QuietLibraries(logging_std.Filter):
   """Drops INFO records of orbax, which logs every step of every save."""
 
@@ -89,9 +106,13 @@ def main(argv):
   handler = logging.get_absl_handler()
   handler.setFormatter(logging_std.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
   handler.addFilter(_QuietLibraries())
-  if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  config = _CONFIG.value
+  cpu_devices, source = _cpu_device_count(config)
+  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
+    source = 'XLA_FLAGS --xla_force_host_platform_device_count, which wins'
+  else:
     # Must happen before JAX first touches its backends.
-    jax.config.update('jax_num_cpu_devices', _CPU_DEVICES.value)
+    jax.config.update('jax_num_cpu_devices', cpu_devices)
   if 'xla_cpu_collective_call_terminate_timeout_seconds' not in os.environ.get(
       'XLA_FLAGS', ''):
     # CPU devices are threads of this process: on a machine busy with other
@@ -103,8 +124,13 @@ def main(argv):
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   compile_cache.enable(_COMPILATION_CACHE_DIR.value)
+  if jax.default_backend() == 'cpu':
+    if 'cpu_devices' in config:
+      config.cpu_devices = jax.local_device_count()  # config.json: what ran
+    logging.info('CPU split into %d devices (%s).', jax.local_device_count(),
+                 source)
   try:
-    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+    loop.train_and_evaluate(config, _WORKDIR.value,
                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except preemption.Preempted as e:
     logging.warning('%s', e)

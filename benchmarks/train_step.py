@@ -1,6 +1,7 @@
 """Train-step throughput: aisci's jitted train_step vs PyTorch eager.
 
-  python -m benchmarks.train_step                     # all models, 1 and 8 CPU devices
+  python -m benchmarks.train_step                     # all models, as aisci.main runs them
+  python -m benchmarks.train_step --devices=1,2,8     # ... on 1, 2 and 8 CPU devices
   python -m benchmarks.train_step --models=vit_ti4 --repeats=20
   python -m benchmarks.train_step --models=vit_ti4 --devices=2,8 --grad_accum_steps=1,4
 
@@ -36,8 +37,9 @@ _MODELS = flags.DEFINE_list(
     'models', ['vit_ti4', 'vit_tiny', 'resnet18', 'resnet18_tiny'],
     f'Any of {list(bench_models.MODELS)} (fastcnn* have no PyTorch twin).')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
-_DEVICES = flags.DEFINE_list('devices', ['1', '8'],
-                             'CPU device counts to run aisci with.')
+_DEVICES = flags.DEFINE_list(
+    'devices', ['config'], "CPU device counts to run aisci with; 'config': "
+    "each model's config.cpu_devices, as python -m aisci.main runs it.")
 _ACCUM = flags.DEFINE_list(
     'grad_accum_steps', ['1'], 'aisci micro-batch counts to run with '
     '(config.grad_accum_steps, aisci/train/grad_accum.py): k > 1 gives the '
@@ -174,9 +176,10 @@ def main(argv):
   passed = [f'--batch_size={_BATCH.value}', f'--warmup={_WARMUP.value}',
             f'--repeats={_REPEATS.value}']
   # (devices, micro-batches) settings aisci runs with, and their names.
-  settings = [(int(d), int(k)) for d in _DEVICES.value for k in _ACCUM.value]
-  label = {s: f'{s[0]} dev' + (f' k={s[1]}' if s[1] > 1 else '')
-           for s in settings}
+  settings = [(d if d == 'config' else int(d), int(k))
+              for d in _DEVICES.value for k in _ACCUM.value]
+  label = {s: ('config.cpu_devices' if s[0] == 'config' else f'{s[0]} dev')
+           + (f' k={s[1]}' if s[1] > 1 else '') for s in settings}
   headers = (['model', 'params']
              + [f'aisci {label[s]} img/s' for s in settings]
              + (['PyTorch img/s'] + [f'ratio {label[s]}' for s in settings]
@@ -192,15 +195,18 @@ def main(argv):
       torch_envs['huge pages'] = huge_env
     aisci_rates = {s: 0.0 for s in settings}
     torch_rate, params = 0.0, ''
+    config_devices = bench_models.config_for(name).get('cpu_devices', 8)
     for _ in range(_ROUNDS.value):
       for d, k in settings:
+        devices = config_devices if d == 'config' else d
         result = common.run_worker('benchmarks.train_step', [
-            '--worker=jax', f'--model={name}', f'--num_devices={d}',
+            '--worker=jax', f'--model={name}', f'--num_devices={devices}',
             f'--accum={k}', *passed], env=huge_env)
         rate = _BATCH.value / result['median_s']
         aisci_rates[d, k] = max(aisci_rates[d, k], rate)
         params = f'{result["params"]:,}'
-        print(f'#   {name} aisci {label[d, k]}: {rate:.1f} img/s, compile '
+        print(f'#   {name} aisci {devices} dev'
+              + (f' k={k}' if k > 1 else '') + f': {rate:.1f} img/s, compile '
               f'{result["compile_s"]:.1f} s, {_steps(result)}, temporaries '
               f'{result["temp_mb"]:.0f} MB/device, system CPU '
               f'{result["system_s"]:.3f} s/step, load {common.load()}',
@@ -214,7 +220,9 @@ def main(argv):
               f'threads, {setting}): {rate:.1f} img/s, params '
               f'{result["params"]:,}, {_steps(result)}, load {common.load()}',
               flush=True)
-    row = [bench_models.MODELS[name][2], params]
+    row = [bench_models.MODELS[name][2]
+           + (f' [{config_devices} dev]'
+              if any(d == 'config' for d, _ in settings) else ''), params]
     row += [f'{aisci_rates[s]:.1f}' for s in settings]
     if twin:
       row.append(f'{torch_rate:.1f}')

@@ -13,10 +13,11 @@ Commands:
   python -m aisci.main --config=configs/resnet_cifar.py:tiny \
       --config.dataset=imagefolder:.cache/data/cifar10-jpeg --workdir=runs/resnet_tiny
 
-The default model on a 2-core CPU: add --cpu_devices=2, which trained it
-1.52x faster end to end than aisci.main's 8 CPU devices (its step
-allocates 1.6-2 GB of fresh memory each time; benchmarks/README.md, "Fresh
-memory every step"). The tiny variant's recorded runs used the default 8.
+On a CPU the default model runs over 2 devices (config.cpu_devices), which
+trained it 1.52x faster end to end than 8 (its step allocates 1.6-2 GB of
+fresh memory each time; benchmarks/README.md, "Fresh memory every step").
+Runs recorded before 2026-12-04 used 8 (--cpu_devices=8): the same
+update, split differently.
 """
 
 import ml_collections
@@ -112,6 +113,11 @@ def get_config(arg=None):
   # optimizer state N ways, model=N splits transformer MLPs/heads N ways
   # (aisci/train/sharding.py). --config.mesh.fsdp=4 on 8 devices -> 2 x 4.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  # CPU runs only: the devices aisci.main splits the CPU into (--cpu_devices
+  # overrides). A step holding hundreds of MB of activations per device ran
+  # ~1.5x faster over 2 than over 8 on 2 cores: fewer threads zeroing fresh
+  # memory at once (benchmarks/README.md, "Fresh memory every step").
+  config.cpu_devices = 2
   # k > 1: each step's batch is processed as k micro-batches of batch_size/k
   # and their gradients averaged: the same update, k times less activation
   # memory (aisci/train/grad_accum.py).

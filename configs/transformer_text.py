@@ -97,6 +97,10 @@ def get_config(arg=None):
       sparsity=0.0, include=r'(^|/)kernel$', exclude=r'(^|/)(head|logits)/'))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  # CPU runs only: the devices aisci.main splits the CPU into (--cpu_devices
+  # overrides). SST-2 steps 100-300 on 2 cores: 40 s over 8, 41 s over 2,
+  # 47 s over 1 (benchmarks/README.md).
+  config.cpu_devices = 8
   config.grad_accum_steps = 1
   config.log_every_steps = 100
   config.eval_every_steps = 400

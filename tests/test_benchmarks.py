@@ -1,5 +1,9 @@
 """benchmarks/: the PyTorch twins have aisci's shapes; tables print."""
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,6 +15,8 @@ from benchmarks import common
 from benchmarks import models as bench_models
 
 torch = pytest.importorskip('torch')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('name', ['vit_ti4', 'vit_tiny', 'resnet18_tiny'])
@@ -82,3 +88,18 @@ def test_micro_batched_step_is_the_same_update_in_less_memory():
                   jax.device_get(new_state.params))
   assert results[2][0] < 0.8 * results[1][0]
   chex.assert_trees_all_close(results[2][1], results[1][1], atol=2e-6)
+
+
+def test_train_step_runs_each_model_on_its_configs_cpu_devices():
+  # --devices=config (the default): vit_cifar.py:tiny sets 8, the default
+  # ViT config 2, so the two models must run on different device counts.
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.train_step', '--models=vit_tiny,vit_ti4',
+       '--notorch', '--rounds=1', '--warmup=0', '--repeats=1', '--batch_size=16'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'vit_tiny aisci 8 dev:' in result.stdout
+  assert 'vit_ti4 aisci 2 dev:' in result.stdout
+  rows = [line for line in result.stdout.splitlines() if line.startswith('| ')]
+  assert 'aisci config.cpu_devices img/s' in rows[0]
+  assert '[8 dev]' in rows[2] and '[2 dev]' in rows[3]

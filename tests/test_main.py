@@ -29,3 +29,31 @@ def test_wrong_type_and_unknown_variant_are_errors(tmp_path):
   result = run_main('--config=configs/vit_cifar.py:huge', f'--workdir={tmp_path}')
   assert result.returncode != 0
   assert "Unknown variant 'huge'" in result.stderr
+
+
+def _mesh_line(result):
+  return next(line for line in result.stderr.splitlines() if 'Mesh {' in line)
+
+
+def test_cpu_device_count_comes_from_the_config_and_the_flag_overrides_it(tmp_path):
+  # A dataset that is not there stops the run right after the mesh is made.
+  missing = f'--config.dataset=imagefolder:{tmp_path}/missing'
+  result = run_main('--config=configs/vit_cifar.py:tiny', missing,
+                    f'--workdir={tmp_path}/a')
+  assert "Mesh {'data': 8} over 8 devices" in _mesh_line(result)
+  assert 'CPU split into 8 devices (config.cpu_devices)' in result.stderr
+  result = run_main('--config=configs/resnet_cifar.py', missing,
+                    f'--workdir={tmp_path}/b')
+  assert "Mesh {'data': 2} over 2 devices" in _mesh_line(result)
+  result = run_main('--config=configs/resnet_cifar.py', missing, '--cpu_devices=4',
+                    f'--workdir={tmp_path}/c')
+  assert "Mesh {'data': 4} over 4 devices" in _mesh_line(result)
+  assert 'CPU split into 4 devices (--cpu_devices)' in result.stderr
+
+
+def test_bad_cpu_device_count_is_an_error_naming_the_field(tmp_path):
+  result = run_main('--config=configs/vit_cifar.py:tiny', '--config.cpu_devices=0',
+                    f'--workdir={tmp_path}')
+  assert result.returncode != 0
+  assert 'config.cpu_devices must be a positive integer' in result.stderr
+  assert not os.listdir(tmp_path)

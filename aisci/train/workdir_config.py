@@ -29,7 +29,7 @@ SAFE_FIELDS = (
     'data_dir',  # where tfds data are read from, not which
     'eval_split', 'input.eval_batch_size',  # what is evaluated, not trained
     'input.cache', 'input.skip_corrupt',
-    'mesh.',  # the device layout; the same step, split differently
+    'mesh.', 'cpu_devices',  # the device layout; the same step, split differently
     # Memory knobs: the same update computed in pieces or recomputed.
     'grad_accum_steps', 'model.remat',
     'init.',  # only read when a run starts from scratch

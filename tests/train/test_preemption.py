@@ -54,6 +54,6 @@ def test_sigterm_saves_and_exits_for_requeue_then_resumes(cifar10_small, tmp_pat
                            env=env, capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming from step {saved}' in resumed.stderr
-  # aisci.main splits the CPU into 8 devices by default (--cpu_devices).
+  # vit_cifar.py:tiny splits the CPU into 8 devices (config.cpu_devices).
   assert "Mesh {'data': 8} over 8 devices" in resumed.stderr
   assert 'Final evaluation at step' in resumed.stderr

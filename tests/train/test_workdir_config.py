@@ -29,7 +29,7 @@ def test_safe_changes_pass(tmp_path):
   config.input.update(cache=False, skip_corrupt=True, eval_batch_size=50)
   config.optimizer.skip_nonfinite_updates = True
   config.mesh.data = 2
-  config.update(grad_accum_steps=4)
+  config.update(grad_accum_steps=4, cpu_devices=2)
   config.model.remat = True
   config.init.path = '/elsewhere'
   workdir_config.check(config.to_dict(), workdir)
@@ -68,6 +68,7 @@ def test_field_added_by_a_newer_aisci_is_not_a_change(tmp_path):
   config = vit_cifar.get_config('tiny')
   old = config.to_dict()
   del old['optimizer']['skip_nonfinite_updates'], old['input']['skip_corrupt']
+  del old['cpu_devices']  # workdirs started before configs had the field
   (tmp_path / 'config.json').write_text(json.dumps(old))
   config.optimizer.skip_nonfinite_updates = True
   workdir_config.check(config.to_dict(), str(tmp_path))
