@@ -122,18 +122,18 @@ class StopAgreement:
 def compile_together(step: Callable[..., Any], state: Any,
                      batches: Iterator[Any]) -> tuple[Callable[..., Any],
                                                       Iterator[Any]]:
-  """Every process compiles the jitted `step` before any process runs it.
+  """The jitted `step` compiled ahead, on the first batch (put back).
 
-  Cross-process collectives on CPU (gloo) give the processes 30 s to meet
-  at their first collective, and compiling takes longer on a host that has
-  other work; so with several processes the step is compiled ahead (on the
-  first batch, which is put back) and the processes wait for each other at
-  a barrier of JAX's coordination service. One process: returned as is.
+  Every process compiles before any process runs it: cross-process
+  collectives on CPU (gloo) give the processes 30 s to meet at their first
+  collective, and compiling takes longer on a host that has other work, so
+  with several processes they wait for each other at a barrier of JAX's
+  coordination service. The compiled step also tells what memory it needs
+  (`compiled.memory_analysis()`, step_memory.py).
   """
-  if jax.process_count() == 1:
-    return step, batches
   first = next(batches)
   compiled = step.lower(state, first).compile()
-  orbax_multihost.get_barrier_sync_fn()(key='aisci_train_step_compiled',
-                                        timeout_ms=30 * 60 * 1000)
+  if jax.process_count() > 1:
+    orbax_multihost.get_barrier_sync_fn()(key='aisci_train_step_compiled',
+                                          timeout_ms=30 * 60 * 1000)
   return compiled, itertools.chain([first], batches)

@@ -36,6 +36,7 @@ from aisci.train import preemption
 from aisci.train import progress as progress_lib
 from aisci.train import prune as prune_lib
 from aisci.train import sharding as sharding_lib
+from aisci.train import step_memory
 from aisci.train import steps
 from aisci.train import whiten
 from aisci.train import workdir_config
@@ -274,8 +275,14 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  config.total_steps / pipeline.steps_per_epoch(
                      train_source, config.input.batch_size))
   stop_agreement = distributed.StopAgreement(mesh)
-  train_step, train_batches = distributed.compile_together(
-      train_step, state, train_batches)
+  if start_step < end_step:
+    train_step, train_batches = distributed.compile_together(
+        train_step, state, train_batches)
+    memory_line = step_memory.describe(
+        train_step, jax.default_backend(), mesh.size,
+        config.get('grad_accum_steps', 1))
+    if memory_line and process_index == 0:
+      logging.info('%s', memory_line)
   try:
     pending_metrics = []
     for step in range(start_step, end_step):

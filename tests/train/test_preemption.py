@@ -56,4 +56,5 @@ def test_sigterm_saves_and_exits_for_requeue_then_resumes(cifar10_small, tmp_pat
   assert f'Resuming from step {saved}' in resumed.stderr
   # vit_cifar.py:tiny splits the CPU into 8 devices (config.cpu_devices).
   assert "Mesh {'data': 8} over 8 devices" in resumed.stderr
+  assert 'MB of temporaries per device per step' in resumed.stderr
   assert 'Final evaluation at step' in resumed.stderr
