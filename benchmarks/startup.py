@@ -7,7 +7,8 @@ default in `python -m aisci.main`).
 
 Each run is a new Python process that does what `aisci.main` does before
 its first step: import aisci (and with it TensorFlow for the input
-pipeline), split the CPU into `--devices` devices, enable the cache, build
+pipeline), split the CPU into the config's `cpu_devices` (or `--devices`),
+enable the cache, build
 and jit-initialise the state and run one train step (synthetic batch, so
 that decoding data does not hide compilation). Three runs per model: cache
 off; cache on but empty (compiles and writes it); cache on and filled by the
@@ -29,8 +30,9 @@ from benchmarks import models as bench_models
 _MODELS = flags.DEFINE_list('models', ['vit_tiny', 'resnet18_tiny', 'vit_ti4'],
                             f'Any of {list(bench_models.MODELS)}.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
-_DEVICES = flags.DEFINE_integer('devices', 8, 'CPU devices, as aisci.main\'s '
-                                '--cpu_devices (default 8).')
+_DEVICES = flags.DEFINE_integer(
+    'devices', 0, "CPU devices, as aisci.main's --cpu_devices; 0: each "
+    "model's config.cpu_devices, as aisci.main runs it.")
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each kind (median).')
 # Internal: one start-up, in this process.
 _WORKER = flags.DEFINE_bool('worker', False, 'Internal.')
@@ -63,13 +65,18 @@ def worker() -> dict:
               cpu_total_s=marks[-1][1], done_at=time.time())
 
 
+def _devices(model: str) -> int:
+  return _DEVICES.value or bench_models.config_for(model).get('cpu_devices', 8)
+
+
 def run(model: str, cache_dir: str) -> dict:
   """One fresh process; wall time from its launch to its first step done
   (not to its exit: tearing down TensorFlow's threads is no part of it)."""
+  devices = _devices(model)
   start = time.time()
   result = common.run_worker('benchmarks.startup', [
       '--worker', f'--model={model}', f'--cache_dir={cache_dir}',
-      f'--batch_size={_BATCH.value}', f'--devices={_DEVICES.value}'],
+      f'--batch_size={_BATCH.value}', f'--devices={devices}'],
                              env=common.main_env())  # as aisci.main runs
   result['wall_s'] = result['done_at'] - start
   return result
@@ -81,7 +88,8 @@ def main(argv):
     common.emit(worker())
     return
   common.header(f'start-up to the first train step, batch {_BATCH.value}, '
-                f'{_DEVICES.value} CPU devices')
+                + (f'{_DEVICES.value} CPU devices' if _DEVICES.value
+                   else "each config's CPU devices"))
   rows = []
   for name in _MODELS.value:
     bench_models.config_for(name, _BATCH.value)  # fail fast on a bad name
@@ -107,7 +115,7 @@ def main(argv):
       entries = len(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else 0
     warm, cold, off = (kinds[k] for k in ('warm cache', 'cold cache',
                                            'no cache'))
-    rows.append([bench_models.MODELS[name][2],
+    rows.append([f'{bench_models.MODELS[name][2]} [{_devices(name)} dev]',
                  f'{off["wall_s"]:.1f} / {off["cpu_total_s"]:.1f}',
                  f'{cold["wall_s"]:.1f} / {cold["cpu_total_s"]:.1f}',
                  f'{warm["wall_s"]:.1f} / {warm["cpu_total_s"]:.1f}',
