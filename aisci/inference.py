@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
@@ -217,14 +217,22 @@ def normalize(images: np.ndarray, mean: Sequence[float],
 
 
 def _jitted_apply(trained: Trained):
+  """(apply, variables, batch sharding): the model's jitted forward pass,
+  its variables replicated on this process's devices, and the sharding
+  that splits a batch over them (data parallel; with several CPU devices
+  XLA runs them on several cores: aisci.predict --cpu_devices)."""
   # A closure, not a static argument: a multi_head model does not hash. One
   # per Trained, so repeated calls reuse the compiled programs.
   cache = trained.__dict__.setdefault('_apply_cache', {})
   if 'fn' not in cache:
     model = trained.model
+    mesh = Mesh(np.array(jax.local_devices()), ('batch',))
     cache['fn'] = jax.jit(
         lambda variables, x: model.apply(variables, x, train=False))
-  return cache['fn']
+    cache['variables'] = jax.device_put(trained.variables,
+                                        NamedSharding(mesh, P()))
+    cache['batch_sharding'] = NamedSharding(mesh, P('batch'))
+  return cache['fn'], cache['variables'], cache['batch_sharding']
 
 
 def predict_outputs(trained: Trained, inputs: Sequence[np.ndarray],
@@ -235,11 +243,13 @@ def predict_outputs(trained: Trained, inputs: Sequence[np.ndarray],
   Examples run in batches of `batch_size`; consecutive examples of one
   shape share a batch (segmentation images may differ in size). A short
   batch is padded to full size, so one compiled program serves every batch
-  of a shape.
+  of a shape; batches are split over the local devices, so `batch_size` is
+  rounded up to a multiple of their number.
   """
-  apply = _jitted_apply(trained)
+  apply, variables, batch_sharding = _jitted_apply(trained)
   n = len(inputs)
-  batch_size = max(1, min(batch_size, n))
+  devices = batch_sharding.mesh.size
+  batch_size = -(-max(1, min(batch_size, n)) // devices) * devices
   parts, start = [], 0
   while start < n:
     shape = np.shape(inputs[start])
@@ -252,7 +262,7 @@ def predict_outputs(trained: Trained, inputs: Sequence[np.ndarray],
     if real < batch_size:
       batch = np.concatenate(
           [batch, np.zeros((batch_size - real,) + batch.shape[1:], batch.dtype)])
-    outputs = apply(trained.variables, jnp.asarray(batch))
+    outputs = apply(variables, jax.device_put(batch, batch_sharding))
     parts.append(jax.tree.map(lambda y, r=real: np.asarray(y[:r], np.float32),
                               outputs))
     start = stop

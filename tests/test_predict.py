@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aisci import inference
+from aisci import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,3 +83,11 @@ def test_expand_paths_finds_images_in_folders_recursively(tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(FileNotFoundError, match='no image files'):
     inference.expand_paths([str(tmp_path / 'empty')])
+
+
+def test_cpu_device_count_defaults_to_the_runs_config(tmp_path):
+  assert predict._run_cpu_devices(str(tmp_path)) == 8  # no config.json
+  (tmp_path / 'config.json').write_text(json.dumps({'cpu_devices': 2}))
+  assert predict._run_cpu_devices(str(tmp_path)) == 2
+  (tmp_path / 'config.json').write_text(json.dumps({'model': {}}))
+  assert predict._run_cpu_devices(str(tmp_path)) == 8  # runs before the field
