@@ -25,6 +25,7 @@ import jax
 from ml_collections import config_flags
 
 from aisci import compile_cache
+from aisci import cpu_devices
 from aisci.train import checkpoint
 from aisci.train import distributed
 from aisci.train import loop
@@ -45,7 +46,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', None, 'Devices the CPU is split into when JAX runs on it '
     '(the batch is sharded over them); overrides config.cpu_devices, which '
     "each config sets to what trained it fastest on 2 cores; 8 when the "
-    'config has no such field. Small models run faster over 8 CPU devices '
+    'config has no such field (aisci/cpu_devices.py). Small models run faster over 8 CPU devices '
     'than 1 (~15%, experiments/cifar10.md); models whose step holds '
     'hundreds of MB of activations per device ran ~1.5x faster over 2 '
     '(benchmarks/README.md, "Fresh memory every step"). No effect on '
@@ -79,20 +80,6 @@ _PROCESS_ID = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _cpu_device_count(config) -> tuple[int, str]:
-  """The CPU device count to use, and where it came from (for the log)."""
-  if _CPU_DEVICES.value is not None:
-    return _CPU_DEVICES.value, '--cpu_devices'
-  if 'cpu_devices' not in config:
-    return 8, 'the default; the config has no cpu_devices field'
-  value = config.cpu_devices
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise app.UsageError(
-        f'config.cpu_devices must be a positive integer (the devices the CPU '
-        f'is split into, e.g. 2 or 8); got {value!r}.')
-  return value, 'config.cpu_devices'
-
-
 class _QuietLibraries(logging_std.Filter):
   """Drops INFO records of orbax, which logs every step of every save."""
 
@@ -107,12 +94,10 @@ def main(argv):
   handler.setFormatter(logging_std.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
   handler.addFilter(_QuietLibraries())
   config = _CONFIG.value
-  cpu_devices, source = _cpu_device_count(config)
-  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
-    source = 'XLA_FLAGS --xla_force_host_platform_device_count, which wins'
-  else:
-    # Must happen before JAX first touches its backends.
-    jax.config.update('jax_num_cpu_devices', cpu_devices)
+  try:
+    source = cpu_devices.split(*cpu_devices.choose(_CPU_DEVICES.value, config))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   if 'xla_cpu_collective_call_terminate_timeout_seconds' not in os.environ.get(
       'XLA_FLAGS', ''):
     # CPU devices are threads of this process: on a machine busy with other

@@ -21,14 +21,15 @@ tokenizer, checkpoints), not the training data; runs on CPU.
 import json
 import os
 import sys
+from typing import Any, Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import jax
 
+from aisci import cpu_devices
 from aisci import inference
 from aisci import predict_inputs
 from aisci import predict_outputs
@@ -105,24 +106,25 @@ def run(workdir: str, paths, *, checkpoint='auto', step=None, top_k=5,
   return records
 
 
-def _run_cpu_devices(workdir: str) -> int:
-  """The CPU device count the run's config names (aisci.main), else 8."""
+def _run_config(workdir: str) -> Optional[dict[str, Any]]:
+  """WORKDIR/config.json, or None where there is none (run() then says
+  what is missing)."""
   try:
     with open(os.path.join(workdir, 'config.json')) as f:
-      value = json.load(f).get('cpu_devices', 8)
+      return json.load(f)
   except (OSError, ValueError):
-    return 8  # run() then says what is missing
-  return value if isinstance(value, int) and value >= 1 else 8
+    return None
 
 
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError('Give files or folders to predict after the flags.')
   logging.set_verbosity(logging.WARNING)
-  if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
-    # Before JAX first touches its backends.
-    jax.config.update('jax_num_cpu_devices',
-                      FLAGS.cpu_devices or _run_cpu_devices(FLAGS.workdir))
+  try:
+    cpu_devices.split(*cpu_devices.choose(FLAGS.cpu_devices,
+                                          _run_config(FLAGS.workdir)))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   run(FLAGS.workdir, argv[1:], checkpoint=FLAGS.checkpoint, step=FLAGS.step,
       top_k=FLAGS.top_k, batch_size=FLAGS.batch_size, npz_key=FLAGS.npz_key,
       output=FLAGS.output, output_dir=FLAGS.output_dir)

@@ -11,6 +11,7 @@ import os
 import ml_collections
 import numpy as np
 
+from aisci import cpu_devices as aisci_cpu_devices
 from benchmarks import common
 
 NUM_CLASSES = 10
@@ -66,6 +67,12 @@ def config_for(name: str, batch_size: int | None = None,
   if grad_accum_steps:
     config.grad_accum_steps = grad_accum_steps
   return config
+
+
+def cpu_devices(name: str) -> int:
+  """The CPU device count `python -m aisci.main` runs model `name`'s config
+  with (its config.cpu_devices)."""
+  return aisci_cpu_devices.choose(None, config_for(name))[0]
 
 
 def synthetic_batch(batch_size: int, image_size: int

@@ -35,8 +35,9 @@ from benchmarks import models as bench_models
 
 _MODEL = flags.DEFINE_string('model', 'vit_ti4', f'One of {list(bench_models.MODELS)}.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
-_DEVICES = flags.DEFINE_integer('devices', 8, 'CPU devices, as aisci.main\'s '
-                                '--cpu_devices (default 8).')
+_DEVICES = flags.DEFINE_integer(
+    'devices', 8, "CPU devices (aisci.main's default until configs named "
+    'their own, config.cpu_devices).')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Profiled steps (after 2 warm-up steps).')
 _TOP = flags.DEFINE_integer('top', 25, 'Operations listed.')
 _TRACE_DIR = flags.DEFINE_string('trace_dir', '', 'Where the trace goes; '

@@ -66,7 +66,7 @@ def worker() -> dict:
 
 
 def _devices(model: str) -> int:
-  return _DEVICES.value or bench_models.config_for(model).get('cpu_devices', 8)
+  return _DEVICES.value or bench_models.cpu_devices(model)
 
 
 def run(model: str, cache_dir: str) -> dict:

@@ -195,7 +195,7 @@ def main(argv):
       torch_envs['huge pages'] = huge_env
     aisci_rates = {s: 0.0 for s in settings}
     torch_rate, params = 0.0, ''
-    config_devices = bench_models.config_for(name).get('cpu_devices', 8)
+    config_devices = bench_models.cpu_devices(name)
     for _ in range(_ROUNDS.value):
       for d, k in settings:
         devices = config_devices if d == 'config' else d

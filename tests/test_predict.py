@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from aisci import cpu_devices
 from aisci import inference
 from aisci import predict
 
@@ -86,8 +87,14 @@ def test_expand_paths_finds_images_in_folders_recursively(tmp_path):
 
 
 def test_cpu_device_count_defaults_to_the_runs_config(tmp_path):
-  assert predict._run_cpu_devices(str(tmp_path)) == 8  # no config.json
+  def count():
+    return cpu_devices.choose(None, predict._run_config(str(tmp_path)))[0]
+  assert count() == 8  # no config.json
   (tmp_path / 'config.json').write_text(json.dumps({'cpu_devices': 2}))
-  assert predict._run_cpu_devices(str(tmp_path)) == 2
+  assert count() == 2
   (tmp_path / 'config.json').write_text(json.dumps({'model': {}}))
-  assert predict._run_cpu_devices(str(tmp_path)) == 8  # runs before the field
+  assert count() == 8  # runs before the field
+  assert cpu_devices.choose(4, predict._run_config(str(tmp_path)))[0] == 4
+  (tmp_path / 'config.json').write_text(json.dumps({'cpu_devices': 0}))
+  with pytest.raises(ValueError, match='config.cpu_devices must be a positive'):
+    count()

@@ -20,21 +20,18 @@ def test_temporaries_are_read_from_the_compiled_step():
   assert 16.7 <= temp_mb < 100
 
 
-def test_hint_only_for_large_steps_on_a_cpu_with_more_than_two_devices():
+def test_hint_only_for_large_steps_on_a_cpu_with_more_than_two_devices(
+    monkeypatch):
   compiled = _compiled_with_a_16_mb_intermediate()
   line = step_memory.describe(compiled, 'cpu', 8)
   assert line.startswith('Train step: 17 MB of temporaries per device')
   assert '--cpu_devices' not in line  # under the threshold
-  small = step_memory.HINT_TEMP_MB
-  try:
-    step_memory.HINT_TEMP_MB = 10  # so that 17 MB is over it
-    line = step_memory.describe(compiled, 'cpu', 8)
-    assert "try --cpu_devices=2" in line and "grad_accum_steps=4" in line
-    assert 'grad_accum_steps' not in step_memory.describe(compiled, 'cpu', 8, 4)
-    assert '--cpu_devices' not in step_memory.describe(compiled, 'cpu', 2)
-    assert '--cpu_devices' not in step_memory.describe(compiled, 'gpu', 8)
-  finally:
-    step_memory.HINT_TEMP_MB = small
+  monkeypatch.setattr(step_memory, 'HINT_TEMP_MB', 10)  # 17 MB is over it
+  line = step_memory.describe(compiled, 'cpu', 8)
+  assert "try --cpu_devices=2" in line and "grad_accum_steps=4" in line
+  assert 'grad_accum_steps' not in step_memory.describe(compiled, 'cpu', 8, 4)
+  assert '--cpu_devices' not in step_memory.describe(compiled, 'cpu', 2)
+  assert '--cpu_devices' not in step_memory.describe(compiled, 'gpu', 8)
 
 
 def test_no_line_when_the_backend_gives_no_analysis():
