@@ -9,7 +9,8 @@ Kinds (config.input.tokenizer):
 Every kind reserves id 0 for padding, 1 for [CLS] (put first in every
 sequence, for `pool='cls'`) and 2 for unknown. The trained tokenizer is saved
 as WORKDIR/tokenizer.json, and evaluation, resumed runs and prediction load
-that file, so all see the same ids.
+that file, so all see the same ids. Training is repeatable: the same texts
+give the same file in every process (so two runs of one config match).
 """
 
 import json
@@ -70,8 +71,13 @@ def train(kind: str, texts: Sequence[str], vocab_size: int):
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
+    # The trainer creates each '##c' token when its hash map of words first
+    # meets it, so their ids, and the merges that ties between them decide,
+    # change from process to process (huggingface/tokenizers#1794). Handing
+    # them over as special tokens fixes their ids (sorted) before training.
+    continuing = _continuing_subwords(tokenizer, texts)
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS) + continuing,
         show_progress=False)
   elif kind == 'bpe':
     tokenizer = tokenizers.Tokenizer(models.BPE(unk_token='[UNK]'))
@@ -84,9 +90,35 @@ def train(kind: str, texts: Sequence[str], vocab_size: int):
   else:
     raise ValueError(f'Unknown config.input.tokenizer {kind!r}; known: {KINDS}.')
   tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+  if kind == 'wordpiece':
+    tokenizer = _without_added_tokens(tokenizer, continuing)
   if [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] != [PAD_ID, CLS_ID, UNK_ID]:
     raise AssertionError('special tokens did not get ids 0, 1, 2')
   return HFTokenizer(tokenizer)
+
+
+def _continuing_subwords(tokenizer: tokenizers.Tokenizer,
+                         texts: Sequence[str]) -> list[str]:
+  """'##c' for every character c that follows another in a word, sorted."""
+  # Words never span whitespace, so the distinct whitespace-separated pieces
+  # give the same words as the texts, for a fraction of the time.
+  pieces = set()
+  for text in texts:
+    pieces.update(text.split())
+  words = tokenizer.pre_tokenizer.pre_tokenize_str(
+      tokenizer.normalizer.normalize_str('\n'.join(sorted(pieces))))
+  return sorted('##' + c for c in set(''.join([w[1:] for w, _ in words])))
+
+
+def _without_added_tokens(tokenizer: tokenizers.Tokenizer,
+                          tokens: Sequence[str]) -> tokenizers.Tokenizer:
+  """`tokenizer` with `tokens` as ordinary vocabulary entries only, not also
+  as special tokens that would be matched in raw text."""
+  spec = json.loads(tokenizer.to_str())
+  tokens = set(tokens)
+  spec['added_tokens'] = [t for t in spec['added_tokens']
+                          if t['content'] not in tokens]
+  return tokenizers.Tokenizer.from_str(json.dumps(spec))
 
 
 def from_json(text: str):

@@ -50,6 +50,26 @@ def test_saved_tokenizer_gives_the_same_ids(sources, sst2):
   assert tokenizer_lib.UNK_ID not in ids
 
 
+@pytest.mark.parametrize('kind', ['wordpiece', 'bpe'])
+def test_training_a_tokenizer_again_gives_the_same_ids(sst2, kind):
+  # The Hugging Face trainer alone gave WordPiece different ids (and on ties
+  # different tokens) from one call to the next: runs were not repeatable.
+  lines = (sst2 / 'train.tsv').read_text().splitlines()[1:5001]
+  texts = [line.split('\t')[0] for line in lines]
+  first = tokenizer_lib.train(kind, texts, 2000)
+  for _ in range(3):
+    assert tokenizer_lib.train(kind, texts, 2000).to_json() == first.to_json()
+  spec = json.loads(first.to_json())
+  # '##' pieces are ordinary entries, not special tokens matched in raw text.
+  assert [t['content'] for t in spec['added_tokens']] == list(
+      tokenizer_lib.SPECIAL_TOKENS)
+  assert first.get_vocab_size() == 2000
+  if kind == 'wordpiece':
+    ids = first.ids('unforgettable ##s')
+    assert tokenizer_lib.UNK_ID not in ids
+    assert first.tokenizer.decode(ids) == 'unforgettable # # s'
+
+
 def test_eval_split_never_trains_a_tokenizer(sst2, tmp_path):
   with pytest.raises(FileNotFoundError, match='trained on the training split'):
     data.make_source(f'tsv:{sst2}', 'dev', options=OPTIONS,
