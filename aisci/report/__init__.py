@@ -5,9 +5,11 @@
     report.overlay_grid(images, true_masks, pred_masks, 'overlays.png')
 
 plots.py draws (headless matplotlib), report_md.py writes the Markdown,
-examples.py predicts a few evaluation examples, write.py ties them together.
+examples.py keeps a few evaluation examples with the final evaluation's
+outputs, write.py ties them together.
 """
 
+from aisci.report.examples import ExampleCollector
 from aisci.report.plots import confusion_matrix
 from aisci.report.plots import curves
 from aisci.report.plots import example_grid

@@ -18,7 +18,6 @@ from absl import logging
 import jax
 import numpy as np
 
-from aisci.report import examples as examples_lib
 from aisci.report import plots
 from aisci.report import report_md
 from aisci.report import tensorboard
@@ -137,10 +136,8 @@ def write_all(workdir: str, *, config: Any, task: Any,
               class_names: Sequence[str], scalars: Mapping[str, float],
               report: Mapping[str, Any], step: int,
               timings: Optional[Mapping[str, float]] = None,
-              model: Any = None, state: Any = None,
-              eval_batches: Any = None,
-              input_key: Optional[str] = None,
-              max_examples: int = 1000) -> dict[str, str]:
+              examples: Optional[Mapping[str, Any]] = None,
+              input_key: Optional[str] = None) -> dict[str, str]:
   """Writes WORKDIR/report.md and its PNGs; returns {caption: file name}.
 
   Args:
@@ -151,10 +148,9 @@ def write_all(workdir: str, *, config: Any, task: Any,
     scalars, report: the final evaluation (as in eval_report.json).
     step: the evaluated step.
     timings: from aisci.train.progress.Progress.timings().
-    model, state, eval_batches: to draw examples with predictions:
-      `max_examples` of the evaluation batches (a tf.data.Dataset, to spread
-      them over the split, or an iterable of numpy batches; see
-      examples.collect); left out: no examples.
+    examples: evaluation rows with the model's 'outputs' for them
+      (examples.ExampleCollector.result()), to draw misclassified examples
+      or overlays; left out: no examples.
     input_key: the model's input in a batch (default task.input_key or
       'image').
   Only process 0 writes; the other processes return {} at once.
@@ -182,20 +178,10 @@ def write_all(workdir: str, *, config: Any, task: Any,
         'Confusion matrix': os.path.basename(plots.confusion_matrix(
             np.asarray(confusion), class_names,
             os.path.join(workdir, 'confusion_matrix.png')))})
-  if model is not None and state is not None and eval_batches is not None:
-    input_key = input_key or getattr(task, 'input_key', 'image')
-
-    def draw_examples():
-      examples = examples_lib.collect(model, state.params, state.model_state,
-                                      eval_batches, input_key,
-                                      max_examples=max_examples)
-      if examples is None:
-        return {}
-      return example_figures(examples, input_key,
-                             getattr(task, 'target', 'label'), class_names,
-                             config, workdir)
-
-    attempt('the examples', draw_examples)
+  if examples is not None:
+    attempt('the examples', lambda: example_figures(
+        examples, input_key or getattr(task, 'input_key', 'image'),
+        getattr(task, 'target', 'label'), class_names, config, workdir))
 
   timings = dict(timings or {})
   run_seconds = metric_times(metrics_path)

@@ -213,9 +213,12 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   eval_step = jax.jit(
       functools.partial(steps.eval_step, model=model, task=task,
                         input_key=input_key),
-      in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(replicated, batch_sharding))
 
-  def evaluate(state):
+  def evaluate(state, examples=None):
+    """(scalars, report) of the task on the evaluation split; `examples`
+    (an ExampleCollector) also receives this process's rows and outputs."""
     # One evaluation step in flight at a time. Eval steps do not depend on
     # each other, and XLA:CPU can deadlock when several such multi-device
     # programs with collectives are queued at once: on 2026-12-02 a fast-CNN
@@ -228,8 +231,10 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     for local_batch in progress_lib.track(  # a line every 30 s if long
         eval_dataset.as_numpy_iterator(), int(eval_dataset.cardinality()),
         'Evaluating', unit='batches'):
-      batch_sums = eval_step(state, sharding_lib.to_global(local_batch,
-                                                           batch_sharding))
+      batch_sums, outputs = eval_step(
+          state, sharding_lib.to_global(local_batch, batch_sharding))
+      if examples is not None and not examples.full:
+        examples.add(local_batch, sharding_lib.to_local(outputs, batch_sharding))
       sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums,
                                                           batch_sums)
       jax.block_until_ready(sums)
@@ -341,7 +346,12 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
 
     # ------------------------------------------------------ final report --
     final_step = int(state.step)
-    scalars, report = evaluate(state)
+    # The report's pictures show process 0's first evaluation rows with
+    # the outputs this evaluation computes for them.
+    examples = (report_lib.ExampleCollector(
+        num_batches=int(eval_dataset.cardinality()))
+                if process_index == 0 else None)
+    scalars, report = evaluate(state, examples)
     writer.write_scalars(final_step,
                          {f'eval/{k}': v for k, v in scalars.items()})
     best.update(final_step, scalars, state)
@@ -360,6 +370,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   report_lib.write_all(  # WORKDIR/report.md and PNGs; process 0 only
       workdir, config=config, task=task, class_names=class_names,
       scalars=scalars, report=report, step=final_step,
-      timings=progress.timings(), model=model, state=state,
-      eval_batches=eval_dataset, input_key=input_key)
+      timings=progress.timings(),
+      examples=examples.result() if examples is not None else None,
+      input_key=input_key)
   return scalars

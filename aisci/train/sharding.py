@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
@@ -253,6 +254,15 @@ def to_global(local_batch: Mapping[str, np.ndarray],
   """This process's rows of a batch -> global arrays sharded over devices."""
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items()}
+
+
+def to_local(global_tree: Any, sharding: NamedSharding) -> Any:
+  """Global arrays sharded as `sharding` (e.g. a step's per-example
+  outputs) -> this process's rows as numpy: the inverse of to_global. No
+  communication: each process reads the shards it holds."""
+  local = multihost_utils.global_array_to_host_local_array(
+      global_tree, sharding.mesh, sharding.spec)
+  return jax.tree.map(np.asarray, local)
 
 
 def prefetch_to_mesh(local_batches, sharding: NamedSharding, size: int = 2):

@@ -65,11 +65,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
               model: nn.Module, task: Any, input_key: str = 'image'
-              ) -> dict[str, jax.Array]:
-  """The task's sums over the real examples of one padded batch."""
+              ) -> tuple[dict[str, jax.Array], Any]:
+  """(The task's sums over the real examples of one padded batch, the
+  model's outputs for the batch): the report draws its examples from the
+  final evaluation's outputs instead of running the model again."""
   outputs, _ = _apply(model, state.params, state.model_state,
                       batch[input_key], train=False)
-  return task.eval_sums(outputs, batch)
+  return task.eval_sums(outputs, batch), outputs
 
 
 def init_state(rng: jax.Array, model: nn.Module,

@@ -157,32 +157,36 @@ def test_write_all_for_a_segmentation_run(tmp_path):
 
 
 def test_examples_are_spread_over_the_evaluation_batches():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   from aisci.report import examples  # pylint: disable=g-import-not-at-top
 
-  class Linear(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-      return nn.Dense(3)(x)
-
-  model = Linear()
   x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+  outputs = x @ np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
   # 4 batches of 10, sorted by label as an imagefolder split is; the last
   # batch's final 4 rows are padding.
-  dataset = tf.data.Dataset.from_tensor_slices(dict(
-      x=x, label=np.repeat(np.arange(4), 10),
-      mask=np.arange(40) < 36)).batch(10)
-  variables = model.init(jax.random.PRNGKey(0), x[:1])
-  found = examples.collect(model, variables['params'], {}, dataset, 'x',
-                           max_examples=8)
+  labels, mask = np.repeat(np.arange(4), 10), np.arange(40) < 36
+  batches = [(dict(x=x[i:i + 10], label=labels[i:i + 10], mask=mask[i:i + 10]),
+              outputs[i:i + 10]) for i in range(0, 40, 10)]
+  collector = examples.ExampleCollector(max_examples=8, num_batches=4)
+  assert collector.result() is None
+  for batch, batch_outputs in batches:
+    collector.add(batch, batch_outputs)
+  found = collector.result()
   np.testing.assert_array_equal(found['label'], [0, 0, 1, 1, 2, 2, 3, 3])
-  np.testing.assert_allclose(found['outputs'],
-                             model.apply(variables, found['x']), atol=1e-6)
-  # A plain iterator: the first rows, padding (mask False) left out.
-  found = examples.collect(model, variables['params'], {},
-                           dataset.skip(3).as_numpy_iterator(), 'x')
-  np.testing.assert_array_equal(found['x'], x[30:36])
+  np.testing.assert_array_equal(found['x'], x[[0, 1, 10, 11, 20, 21, 30, 31]])
+  np.testing.assert_array_equal(found['outputs'],
+                                outputs[[0, 1, 10, 11, 20, 21, 30, 31]])
+  assert 'mask' in found and collector.full
+  # Without the batch count: the first rows, padding (mask False) left out,
+  # and nothing taken once full.
+  collector = examples.ExampleCollector()
+  for batch, batch_outputs in batches[3:] + batches[:1]:
+    collector.add(batch, batch_outputs)
+  np.testing.assert_array_equal(collector.result()['x'],
+                                np.concatenate([x[30:36], x[0:10]]))
+  collector = examples.ExampleCollector(max_examples=3)
+  for batch, batch_outputs in batches:
+    collector.add(batch, batch_outputs)
+  np.testing.assert_array_equal(collector.result()['outputs'], outputs[:3])
 
 
 def test_multi_task_names_and_outputs(tmp_path):
@@ -201,8 +205,9 @@ def test_multi_task_names_and_outputs(tmp_path):
   model = TwoHeads(heads={'kind': 3, 'area': 1})
   x = np.ones((6, 4), np.float32)
   variables = model.init(jax.random.PRNGKey(0), x)
-  found = examples.collect(model, variables['params'], {},
-                           [dict(x=x, mask=np.arange(6) < 5)], 'x')
+  collector = examples.ExampleCollector()
+  collector.add(dict(x=x, mask=np.arange(6) < 5), model.apply(variables, x))
+  found = collector.result()
   assert {k: v.shape for k, v in found['outputs'].items()} == {
       'kind': (5, 3), 'area': (5, 1)}
   assert write.example_figures(found, 'x', 'label', ['a', 'b', 'c'], {},

@@ -80,6 +80,10 @@ def test_training_on_real_images_learns_and_writes_reports(cifar10_small, tmp_pa
   assert any(e.startswith('events.out.tfevents') for e in events)
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['total_steps'] == 150
+  # Misclassified examples, drawn from the final evaluation's outputs.
+  with open(os.path.join(workdir, 'report.md')) as f:
+    assert 'misclassified.png' in f.read()
+  assert os.path.getsize(os.path.join(workdir, 'misclassified.png')) > 10_000
   # Rerunning a finished run trains nothing and reports the same figures.
   again = loop.train_and_evaluate(config, workdir)
   np.testing.assert_allclose(again['accuracy'], metrics['accuracy'])

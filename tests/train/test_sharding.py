@@ -135,10 +135,14 @@ EIGHT_DEVICE_CHECK = textwrap.dedent('''
       adam_mu = [x for path, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
                  if jax.tree_util.keystr(path, simple=True, separator='/').endswith(
                      'mu/Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel')][0]
-      sums = evaluate(state, sharding.to_global(batches[0], batch_sharding))
+      sums, outputs = evaluate(state, sharding.to_global(batches[0], batch_sharding))
+      # The report reads the final evaluation's outputs back per process.
+      local_outputs = sharding.to_local(outputs, batch_sharding)
+      assert isinstance(local_outputs, np.ndarray)
+      chex.assert_shape(local_outputs, (16, 10))
       return (jax.device_get((state.params, losses, sums)),
               kernel.addressable_shards[0].data.shape,
-              adam_mu.addressable_shards[0].data.shape)
+              adam_mu.addressable_shards[0].data.shape, local_outputs)
 
     one = run({'data': -1}, jax.devices()[:1])
     assert one[1] == (32, 64), one[1]
@@ -152,6 +156,7 @@ EIGHT_DEVICE_CHECK = textwrap.dedent('''
       chex.assert_trees_all_close(one[0][1], other[0][1], atol=1e-5, rtol=1e-5)
       assert int(other[0][2]['count']) == 13
       chex.assert_trees_all_equal(one[0][2]['confusion'], other[0][2]['confusion'])
+      chex.assert_trees_all_close(one[3], other[3], atol=1e-4, rtol=1e-4)
       print('MATCH', mesh_config)
     print('EIGHT_DEVICES_MATCH')
 ''')
@@ -159,7 +164,8 @@ EIGHT_DEVICE_CHECK = textwrap.dedent('''
 
 def test_eight_device_steps_equal_one_device_step():
   """data 2 x fsdp 4 and data 2 x fsdp 2 x model 2 over 8 devices: the
-  same parameters, losses and eval sums after 2 steps as on 1 device."""
+  same parameters, losses, eval sums and eval outputs after 2 steps as on
+  1 device."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   result = subprocess.run([sys.executable, '-c', EIGHT_DEVICE_CHECK], env=env,
