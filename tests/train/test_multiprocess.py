@@ -102,6 +102,9 @@ def test_two_processes_train_like_one_process_with_as_many_devices(
   assert report_2['report']['num_examples'] == 500
   np.testing.assert_array_equal(report_2['report']['confusion_matrix'],
                                 report_1['report']['confusion_matrix'])
+  # Process 0 drew its examples from its own rows of the evaluation outputs.
+  assert 'could not draw' not in logs[0].lower()
+  assert os.path.getsize(os.path.join(multi, 'misclassified.png')) > 10_000
 
 
 AGREEMENT = '''
