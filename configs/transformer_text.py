@@ -4,8 +4,9 @@ Variants (configs/transformer_text.py:VARIANT):
   sst2   SST-2 sentiment (GLUE): tsv:PATH with PATH/train.tsv and
          PATH/dev.tsv (`make data` extracts ../shared/data/sst2.tar.gz into
          .cache/data). A WordPiece tokenizer is trained on the training
-         sentences only and saved as WORKDIR/tokenizer.json. 2 CPU cores,
-         about 15 minutes (experiments/text.md).
+         sentences only and saved as WORKDIR/tokenizer.json.
+         6 minutes on a quiet 2-core Xeon, 15 on a loaded machine
+         (experiments/text.md; runs of it repeat exactly).
   imdb   tfds-style long reviews from a tsv/csv folder you provide
          (PATH/train.tsv, PATH/test.tsv with text, label columns): longer
          sequences, same model.
