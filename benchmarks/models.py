@@ -84,15 +84,10 @@ def synthetic_batch(batch_size: int, image_size: int
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-def aisci_jitted(name: str, batch_size: int,
-                 grad_accum_steps: int | None = None):
-  """aisci's init and train step for model `name`, jitted as
-  aisci/train/loop.py does, nothing run or compiled yet.
-
-  Returns (jitted init, its rng, jitted step, batch on the devices): init
-  gives the replicated state, the step donates it, the batch is sharded over
-  a mesh of all devices.
-  """
+def _aisci_parts(name: str, batch_size: int,
+                 grad_accum_steps: int | None = None) -> dict:
+  """Model `name` as aisci/train/loop.py builds it: config, mesh shardings,
+  model, task, optimizer, jitted init and a synthetic batch on the devices."""
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -115,18 +110,58 @@ def aisci_jitted(name: str, batch_size: int,
   rng = jax.random.PRNGKey(config.seed)
   state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
                                                mesh)
-  init = jax.jit(init_fn, out_shardings=state_sharding)
-  train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, task=task, tx=tx,
-                        schedule=schedule,
-                        grad_accum_steps=config.get('grad_accum_steps', 1)),
-      in_shardings=(state_sharding, batch_sharding),
-      out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
-      donate_argnums=(0,))
   images, labels = synthetic_batch(batch_size, size)
-  batch = {'image': jax.device_put(images, batch_sharding),
-           'label': jax.device_put(labels, batch_sharding)}
-  return init, rng, train_step, batch
+  return dict(
+      config=config, model=model, task=task, tx=tx, schedule=schedule,
+      rng=rng, state_sharding=state_sharding, batch_sharding=batch_sharding,
+      replicated=sharding_lib.replicated(mesh),
+      init=jax.jit(init_fn, out_shardings=state_sharding),
+      batch={'image': jax.device_put(images, batch_sharding),
+             'label': jax.device_put(labels, batch_sharding)})
+
+
+def aisci_jitted(name: str, batch_size: int,
+                 grad_accum_steps: int | None = None):
+  """aisci's init and train step for model `name`, jitted as
+  aisci/train/loop.py does, nothing run or compiled yet.
+
+  Returns (jitted init, its rng, jitted step, batch on the devices): init
+  gives the replicated state, the step donates it, the batch is sharded over
+  a mesh of all devices.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from aisci.train import steps  # pylint: disable=g-import-not-at-top
+  parts = _aisci_parts(name, batch_size, grad_accum_steps)
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=parts['model'],
+                        task=parts['task'], tx=parts['tx'],
+                        schedule=parts['schedule'],
+                        grad_accum_steps=parts['config'].get(
+                            'grad_accum_steps', 1)),
+      in_shardings=(parts['state_sharding'], parts['batch_sharding']),
+      out_shardings=(parts['state_sharding'], parts['replicated']),
+      donate_argnums=(0,))
+  return parts['init'], parts['rng'], train_step, parts['batch']
+
+
+def aisci_eval_step(name: str, batch_size: int):
+  """(jitted eval step, initial state, batch of `batch_size` with a mask on
+  the devices): the evaluation step of model `name`, jitted as
+  aisci/train/loop.py does (the task's sums and the model's outputs)."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from aisci.train import steps
+  # pylint: enable=g-import-not-at-top
+  parts = _aisci_parts(name, batch_size)
+  eval_step = jax.jit(
+      functools.partial(steps.eval_step, model=parts['model'],
+                        task=parts['task']),
+      in_shardings=(parts['state_sharding'], parts['batch_sharding']),
+      out_shardings=(parts['replicated'], parts['batch_sharding']))
+  batch = dict(parts['batch'], mask=jax.device_put(
+      jnp.ones(batch_size, bool), parts['batch_sharding']))
+  return eval_step, parts['init'](parts['rng']), batch
 
 
 def aisci_train_step(name: str, batch_size: int,

@@ -103,3 +103,20 @@ def test_train_step_runs_each_model_on_its_configs_cpu_devices():
   rows = [line for line in result.stdout.splitlines() if line.startswith('| ')]
   assert 'aisci config.cpu_devices img/s' in rows[0]
   assert '[8 dev]' in rows[2] and '[2 dev]' in rows[3]
+
+
+def test_eval_step_benchmark_times_the_loops_eval_step():
+  # The sums count the batch's real rows and the outputs are per example:
+  # the step the loop runs at every evaluation.
+  eval_step, state, batch = bench_models.aisci_eval_step('vit_tiny', 16)
+  sums, outputs = eval_step(state, batch)
+  assert int(sums['count']) == 16
+  chex.assert_shape(outputs, (16, 10))
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.eval_step', '--models=vit_tiny',
+       '--batch_sizes=8,16', '--repeats=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines() if line.startswith('| vit')]
+  assert [row.split('|')[3].strip() for row in rows] == ['8', '16']
+  assert rows[-1].split('|')[5].strip() == '1.00'
