@@ -140,6 +140,14 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   alternating_flip = config.input.get('alternating_flip', False)  # configs without it
   if alternating_flip:
     augment_lib.check_alternating_flip(config.input.augment, train_source.kind)
+  eval_batch_size = sharding_lib.fitted_eval_batch_size(
+      config.input.eval_batch_size, eval_source.total_examples, mesh)
+  if eval_batch_size < config.input.eval_batch_size:
+    logging.info('Evaluating the %d examples of %s in one batch of %d '
+                 '(config.input.eval_batch_size=%d, fewer padding rows).',
+                 eval_source.total_examples, config.eval_split,
+                 eval_batch_size, config.input.eval_batch_size)
+    local_eval_batch_size = eval_batch_size // process_count
   eval_dataset = pipeline.eval_dataset(
       eval_source, local_batch_size=local_eval_batch_size,
       process_count=process_count, preprocess=eval_preprocess)

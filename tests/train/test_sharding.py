@@ -51,6 +51,27 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
   sharding.check_batch_size(8, FakeMesh(data=2, fsdp=4, model=2), 'batch_size')
 
 
+def test_a_split_smaller_than_the_eval_batch_gets_a_fitted_batch():
+  # ISBI's 5 validation slices on 2 devices: one batch of 6, not 8.
+  assert sharding.fitted_eval_batch_size(8, 5, FakeMesh(data=2)) == 6
+  assert sharding.fitted_eval_batch_size(8, 5, FakeMesh(data=8)) == 8
+  # The model axis does not split the batch; data x fsdp does.
+  assert sharding.fitted_eval_batch_size(64, 5, FakeMesh(data=2, model=4)) == 6
+  assert sharding.fitted_eval_batch_size(64, 5, FakeMesh(data=2, fsdp=2)) == 8
+  # A split of many batches keeps the configured size.
+  assert sharding.fitted_eval_batch_size(200, 10_000, FakeMesh(data=8)) == 200
+  assert sharding.fitted_eval_batch_size(8, 9, FakeMesh(data=2)) == 8
+  for configured in (8, 64):
+    for examples in (1, 3, 5, 63):
+      for devices in (1, 2, 8):
+        batch = sharding.fitted_eval_batch_size(configured, examples,
+                                                FakeMesh(data=devices))
+        # Divides over the devices, holds the split or is the configured size.
+        assert batch % devices == 0 and batch <= configured
+        assert batch >= examples or batch == configured
+        assert batch - examples < devices or batch == configured
+
+
 def test_param_spec_rules():
   sizes = {'data': 2, 'fsdp': 4, 'model': 2}
   mlp = 'Transformer/encoderblock_0/MlpBlock_3/'
