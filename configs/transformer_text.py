@@ -5,7 +5,7 @@ Variants (configs/transformer_text.py:VARIANT):
          PATH/dev.tsv (`make data` extracts ../shared/data/sst2.tar.gz into
          .cache/data). A WordPiece tokenizer is trained on the training
          sentences only and saved as WORKDIR/tokenizer.json.
-         6 minutes on a quiet 2-core Xeon, 15 on a loaded machine
+         6 minutes on a quiet 2-core AMD EPYC, 15 on a loaded machine
          (experiments/text.md; runs of it repeat exactly).
   imdb   tfds-style long reviews from a tsv/csv folder you provide
          (PATH/train.tsv, PATH/test.tsv with text, label columns): longer

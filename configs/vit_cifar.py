@@ -157,9 +157,9 @@ def get_config(arg=None):
                         tta_flip=True)
     config.input.batch_size = 128
     # A batch of 1,000 test images does not stay in the CPU's caches: on 8
-    # CPU devices evaluation ran at 470-500 images/s, at 200 740-770 (10,000
+    # CPU devices evaluation ran at 465-505 images/s, at 200 715-760 (10,000
     # test images in 13-14 s instead of 17-20 s; tiny_15min's 6 views 160
-    # instead of 140). The default recipe keeps 1,000 for accelerators.
+    # instead of 133-144). The default recipe keeps 1,000 for accelerators.
     config.input.eval_batch_size = 200
     # 7 epochs underfit (train accuracy below test): flips only, no crops.
     config.input.augment = 'flip'

@@ -120,3 +120,6 @@ def test_eval_step_benchmark_times_the_loops_eval_step():
   rows = [line for line in result.stdout.splitlines() if line.startswith('| vit')]
   assert [row.split('|')[3].strip() for row in rows] == ['8', '16']
   assert rows[-1].split('|')[5].strip() == '1.00'
+  # The first row's ratio is its images/s over the reference row's.
+  rates = [float(row.split('|')[4]) for row in rows]
+  assert abs(float(rows[0].split('|')[5]) - rates[0] / rates[1]) < 0.02

@@ -116,7 +116,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   batch_sharding = sharding_lib.batch_sharding(mesh)
   replicated = sharding_lib.replicated(mesh)
   local_batch_size = config.input.batch_size // process_count
-  local_eval_batch_size = config.input.eval_batch_size // process_count
   logging.info('Mesh %s over %d devices, %d process(es).', dict(mesh.shape),
                mesh.size, process_count)
 
@@ -147,9 +146,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  '(config.input.eval_batch_size=%d, fewer padding rows).',
                  eval_source.total_examples, config.eval_split,
                  eval_batch_size, config.input.eval_batch_size)
-    local_eval_batch_size = eval_batch_size // process_count
   eval_dataset = pipeline.eval_dataset(
-      eval_source, local_batch_size=local_eval_batch_size,
+      eval_source, local_batch_size=eval_batch_size // process_count,
       process_count=process_count, preprocess=eval_preprocess)
   input_key = train_source.input_key
 

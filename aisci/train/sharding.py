@@ -232,12 +232,16 @@ def log_sharding_table(table: str, workdir: str, max_rows: int = 12) -> None:
 
 # ------------------------------------------------------------ the batch --
 
+def _batch_shards(mesh: Mesh) -> int:
+  """Devices a batch is split over: data x fsdp (`model` does not split it)."""
+  return math.prod(mesh.shape.get(a, 1) for a in (DATA_AXIS, FSDP_AXIS))
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str,
                      micro_batches: int = 1) -> None:
   """Global batch must split evenly over the batch axes, the processes
   and (training) the `micro_batches` of gradient accumulation."""
-  shards = math.prod(mesh.shape.get(a, 1) for a in (DATA_AXIS, FSDP_AXIS))
-  processes = jax.process_count()
+  shards, processes = _batch_shards(mesh), jax.process_count()
   multiple = math.lcm(shards * micro_batches, processes)
   if global_batch_size % multiple:
     axes = 'data' if FSDP_AXIS not in mesh.shape else 'data x fsdp'
@@ -256,9 +260,8 @@ def fitted_eval_batch_size(eval_batch_size: int, total_examples: int,
   its one batch then carries as little padding as the mesh allows (a
   validation set of 5 images on 2 devices runs as 6, not as the 8 a
   config asked for)."""
-  shards = math.prod(mesh.shape.get(a, 1) for a in (DATA_AXIS, FSDP_AXIS))
   processes = jax.process_count()
-  multiple = math.lcm(shards, processes)
+  multiple = math.lcm(_batch_shards(mesh), processes)
   # Each process evaluates up to ceil(total / processes) examples.
   needed = processes * math.ceil(total_examples / processes)
   return min(eval_batch_size, max(1, math.ceil(needed / multiple)) * multiple)
