@@ -80,6 +80,10 @@ def get_config(arg=None):
       stem_width=32,  # channels of the conv stem's first conv
       tta_flip=False,  # evaluation: average the logits with the mirror image's
       tta_translate=False,  # ... and with those of one-pixel shifts (tta.py)
+      # 'fused': cuDNN flash attention on NVIDIA GPUs (the same XLA
+      # computation elsewhere; aisci/models/attention.py), no attention
+      # dropout.
+      attention='xla',
   ))
   config.task = ml_collections.ConfigDict(dict(
       name='classification',

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from aisci.models import attention as attention_lib
 from aisci.models import conv
 from aisci.models import tta
 
@@ -64,6 +65,7 @@ class Encoder1DBlock(nn.Module):
   drop_path: float = 0.0
   dtype: Any = jnp.float32
   gelu_approximate: bool = True
+  attention: str = 'xla'  # aisci/models/attention.py
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -73,6 +75,7 @@ class Encoder1DBlock(nn.Module):
         num_heads=self.num_heads, dtype=self.dtype,
         kernel_init=nn.initializers.xavier_uniform(),
         dropout_rate=self.attention_dropout, deterministic=not train,
+        attention_fn=attention_lib.attention_fn(self.attention),
         name='MultiHeadDotProductAttention_1')(y, y)
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
     # Stochastic depth: one keep/drop decision per example (broadcast over
@@ -109,6 +112,7 @@ class Encoder(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
   gelu_approximate: bool = True
+  attention: str = 'xla'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -123,7 +127,7 @@ class Encoder(nn.Module):
           dropout=self.dropout, attention_dropout=self.attention_dropout,
           drop_path=self.stochastic_depth * i / max(self.depth - 1, 1),
           dtype=self.dtype, gelu_approximate=self.gelu_approximate,
-          name=f'encoderblock_{i}')(x, train)
+          attention=self.attention, name=f'encoderblock_{i}')(x, train)
     return nn.LayerNorm(dtype=jnp.float32, name='encoder_norm')(x)
 
 
@@ -163,6 +167,9 @@ class ViT(nn.Module):
   # points for vit_cifar.py:tiny_15min (experiments/cifar10.md).
   tta_flip: bool = False
   tta_translate: bool = False
+  # 'xla' or 'fused' (cuDNN flash attention on NVIDIA GPUs):
+  # aisci/models/attention.py.
+  attention: str = 'xla'
 
   def sizes(self) -> dict[str, int]:
     sizes = decode_variant(self.variant) if self.variant else {}
@@ -226,7 +233,7 @@ class ViT(nn.Module):
         dropout=self.dropout, attention_dropout=self.attention_dropout,
         stochastic_depth=self.stochastic_depth, remat=self.remat,
         dtype=self.dtype, gelu_approximate=self.gelu_approximate,
-        name='Transformer')(x, train=train)
+        attention=self.attention, name='Transformer')(x, train=train)
     x = x[:, 0] if self.pool == 'token' else x.mean(axis=1)
     if not self.num_classes:
       return x
