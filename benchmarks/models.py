@@ -33,6 +33,17 @@ MODELS = {
                  'ResNet-18 CIFAR, width 64 (resnet_cifar.py)'),
     'resnet18_tiny': ('configs/resnet_cifar.py:tiny', {},
                       'ResNet-18 CIFAR, width 16 (resnet_cifar.py:tiny)'),
+    # ImageNet-sized, for accelerators (benchmarks/gpu.py): bf16 compute,
+    # 196 tokens at 224x224 (a 10-class head: 0.004 % of the FLOPs).
+    'vit_b16': ('configs/vit_cifar.py', dict(
+        model=dict(variant='B/16', stochastic_depth=0.0),
+        input=dict(image_size=224), dtype='bfloat16'),
+                'ViT-B/16 at 224x224, bf16 (width 768, depth 12, 12 heads, '
+                'MLP 3072, 196 tokens)'),
+    'vit_b16_fused': ('configs/vit_cifar.py', dict(
+        model=dict(variant='B/16', stochastic_depth=0.0, attention='fused'),
+        input=dict(image_size=224), dtype='bfloat16'),
+                      'ViT-B/16 at 224x224, bf16, fused attention (cuDNN)'),
     'fastcnn': ('configs/cifar_fast.py', {},
                 'FastCNN 64/256/256 (cifar_fast.py)'),
     'fastcnn_cpu': ('configs/cifar_fast.py:cpu', {},
@@ -61,7 +72,10 @@ def config_for(name: str, batch_size: int | None = None,
   spec, overrides, _ = MODELS[name]
   config = load_config(spec)
   for section, fields in overrides.items():
-    config[section].update(fields)
+    if isinstance(fields, dict):
+      config[section].update(fields)
+    else:  # a top-level field, e.g. dtype
+      config[section] = fields
   if batch_size:
     config.input.batch_size = batch_size
   if grad_accum_steps:
@@ -84,10 +98,11 @@ def synthetic_batch(batch_size: int, image_size: int
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-def _aisci_parts(name: str, batch_size: int,
-                 grad_accum_steps: int | None = None) -> dict:
-  """Model `name` as aisci/train/loop.py builds it: config, mesh shardings,
-  model, task, optimizer, jitted init and a synthetic batch on the devices."""
+def aisci_parts_for(config: ml_collections.ConfigDict,
+                    num_classes: int = NUM_CLASSES) -> dict:
+  """What aisci/train/loop.py builds from `config` before its first step:
+  mesh shardings, model, task, optimizer and schedule, and the jitted init
+  (nothing run or compiled yet)."""
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -97,12 +112,10 @@ def _aisci_parts(name: str, batch_size: int,
   from aisci.train import sharding as sharding_lib
   from aisci.train import steps
   # pylint: enable=g-import-not-at-top
-  config = config_for(name, batch_size, grad_accum_steps)
   mesh = sharding_lib.make_mesh(config.mesh)
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  model = models.build_model(config.model, num_classes=NUM_CLASSES,
+  model = models.build_model(config.model, num_classes=num_classes,
                              dtype=jnp.dtype(config.dtype))
-  task = tasks.build_task(config.task, num_classes=NUM_CLASSES)
+  task = tasks.build_task(config.task, num_classes=num_classes)
   tx, schedule = optimizer_lib.make_optimizer(config)
   size = config.input.image_size
   init_fn = functools.partial(steps.init_state, model=model, tx=tx,
@@ -110,14 +123,25 @@ def _aisci_parts(name: str, batch_size: int,
   rng = jax.random.PRNGKey(config.seed)
   state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
                                                mesh)
-  images, labels = synthetic_batch(batch_size, size)
   return dict(
       config=config, model=model, task=task, tx=tx, schedule=schedule,
-      rng=rng, state_sharding=state_sharding, batch_sharding=batch_sharding,
+      rng=rng, state_sharding=state_sharding,
+      batch_sharding=sharding_lib.batch_sharding(mesh),
       replicated=sharding_lib.replicated(mesh),
-      init=jax.jit(init_fn, out_shardings=state_sharding),
-      batch={'image': jax.device_put(images, batch_sharding),
-             'label': jax.device_put(labels, batch_sharding)})
+      init=jax.jit(init_fn, out_shardings=state_sharding))
+
+
+def _aisci_parts(name: str, batch_size: int,
+                 grad_accum_steps: int | None = None) -> dict:
+  """Model `name` as aisci/train/loop.py builds it (aisci_parts_for) and a
+  synthetic batch on the devices."""
+  import jax  # pylint: disable=g-import-not-at-top
+  parts = aisci_parts_for(config_for(name, batch_size, grad_accum_steps))
+  size = parts['config'].input.image_size
+  images, labels = synthetic_batch(batch_size, size)
+  return dict(parts, batch={
+      'image': jax.device_put(images, parts['batch_sharding']),
+      'label': jax.device_put(labels, parts['batch_sharding'])})
 
 
 def aisci_jitted(name: str, batch_size: int,

@@ -25,6 +25,9 @@ Variants (after a colon: configs/cifar_fast.py:cpu):
            schedule), 9 epochs: 88.31-88.63% (two seeds) in 15-16 minutes
            end to end on 2 CPU cores at ~600 images/s (87.93% in 8 epochs;
            experiments/cifar10.md).
+  gpu      cpu_airbench_opt at airbench94's widths (64/256/256) in bf16,
+           10 epochs: the GPU recipe that benchmarks/gpu_cifar.py times to
+           94 % (its --epochs sets other lengths).
   tiny     a few hundred steps at width 16/32/32, to check the recipe
            learns (about a minute).
 
@@ -45,7 +48,7 @@ import os
 import ml_collections
 
 VARIANTS = ('default', 'cpu', 'cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt',
-            'tiny')
+            'gpu', 'tiny')
 
 
 def _base_config() -> ml_collections.ConfigDict:
@@ -108,7 +111,8 @@ def get_config(arg=None):
   config.eval_every_steps = 5 * steps_per_epoch
   config.checkpoint_every_steps = 2 * steps_per_epoch
 
-  if variant in ('cpu', 'cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt'):
+  airbench = ('cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt', 'gpu')
+  if variant in ('cpu',) + airbench:
     config.model.widths = (32, 128, 128)
     config.model.stem_width = 24
     # 200-500 images/s on 2 quiet cores (the machine varies): 15 epochs of
@@ -116,20 +120,20 @@ def get_config(arg=None):
     # whitened stem reaches the same accuracy in 14, and with airbench's
     # identity init, alternating flip and shifted TTA views in 11.
     epochs = {'cpu': 15, 'cpu_whiten': 14, 'cpu_airbench': 11,
-              'cpu_airbench_opt': 9}[variant]
+              'cpu_airbench_opt': 9, 'gpu': 10}[variant]
     config.total_steps = epochs * steps_per_epoch
     config.schedule.warmup_steps = 2 * steps_per_epoch
     config.eval_every_steps = 5 * steps_per_epoch
-    if variant in ('cpu_whiten', 'cpu_airbench', 'cpu_airbench_opt'):
+    if variant in airbench:
       config.model.update(stem='whiten', stem_width=24)
       config.init.whiten_layer = 'stem_conv'
       config.optimizer.freeze = ('stem_conv/kernel',)
       config.input.augment = 'cifar_pad2'
-    if variant in ('cpu_airbench', 'cpu_airbench_opt'):
+    if variant in ('cpu_airbench', 'cpu_airbench_opt', 'gpu'):
       # Shifted TTA views: +0.4 points for 2.6x the evaluation time.
       config.model.update(identity_init=True, tta_translate=True)
       config.input.update(augment='crop_pad2', alternating_flip=True)
-    if variant == 'cpu_airbench_opt':
+    if variant in ('cpu_airbench_opt', 'gpu'):
       # airbench94's optimizer, for batch 512 with a mean loss: its sum-loss
       # lr 11.5 / (1024 * (1 + 1 / (1 - 0.85))) per example is 0.75 here,
       # its decay 0.0153 * 512 / 7851 per step is 1.33e-3 * lr (PyTorch-
@@ -145,6 +149,10 @@ def get_config(arg=None):
                              warmup_start_factor=0.2,
                              end_learning_rate_factor=0.07)
       config.eval_every_steps = 4 * steps_per_epoch
+    if variant == 'gpu':
+      # airbench94's widths; bf16 compute, as airbench runs in half precision.
+      config.model.widths = (64, 256, 256)
+      config.dtype = 'bfloat16'
   elif variant == 'tiny':
     config.model.widths = (16, 32, 32)
     config.model.stem_width = 16

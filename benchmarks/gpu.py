@@ -1,0 +1,243 @@
+"""On a GPU: train-step throughput and model-FLOPs utilisation (MFU), aisci
+vs PyTorch eager, with the chip's matrix-product rate measured in the same run.
+
+  python -m benchmarks.gpu                                # ViT-B/16 bf16
+  python -m benchmarks.gpu --batch_sizes=128,256,512 --parts=matmul,aisci
+
+aisci runs its real step (aisci/train/steps.py, the config's optax chain,
+donated state, jitted as aisci/train/loop.py does) on benchmark model
+`--model` (benchmarks/models.py; 'vit_b16' is ViT-B/16 at 224x224 in bf16
+with float32 parameters); PyTorch runs the twin (benchmarks/torch_models.py)
+under torch.autocast(bfloat16) with float32 parameters, the same AdamW and
+clipping. Each side runs in a fresh process; images/s is batch / median step
+time over `--repeats` steps after `--warmup`, each step waited for.
+
+MFU = model FLOPs per image (3 x the forward pass's matrix products and
+attention, counted from the shapes: `vit_train_flops`) x images/s / the
+chip's peak. The peak is `--peak_tflops` (H100/H200 SXM datasheet: 989 dense
+bf16); the table also divides by the bf16 matrix-product rate measured by the
+`matmul` part, which no real program exceeds. XLA's own FLOP count of the
+compiled step (optimizer and elementwise work included) is printed beside.
+On a CPU the script runs as well, which is how tests/test_benchmarks.py
+checks it (with a small model).
+"""
+
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+from benchmarks import models as bench_models
+
+_PARTS = flags.DEFINE_list('parts', ['matmul', 'aisci', 'torch'],
+                           'Any of matmul, aisci, torch.')
+_MODELS = flags.DEFINE_list(
+    'models', ['vit_b16', 'vit_b16_fused'], 'ViTs of benchmarks/models.py; '
+    "the first one's PyTorch twin is the reference.")
+_BATCHES = flags.DEFINE_list('batch_sizes', ['256'], 'Global batch sizes.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+_REPEATS = flags.DEFINE_integer('repeats', 20, 'Timed steps (median taken).')
+_PEAK = flags.DEFINE_float(
+    'peak_tflops', 989.4, 'Peak dense TFLOP/s of the chip in the compute '
+    'dtype, the MFU denominator (H100/H200 SXM bf16: 989.4).')
+_MATMUL_SIZE = flags.DEFINE_integer(
+    'matmul_size', 8192, 'n of the n x n x n bf16 product timed by `matmul`.')
+_WORKER = flags.DEFINE_enum('worker', None, ['matmul', 'aisci', 'torch'],
+                            'Internal: measure one thing and emit it.')
+_MODEL = flags.DEFINE_string('model', None, "Internal: the worker's model.")
+_BATCH = flags.DEFINE_integer('batch_size', 256, "Internal: the worker's batch.")
+
+
+def vit_train_flops(sizes: dict, image_size: int, num_classes: int) -> float:
+  """FLOPs of one image's training step of a ViT with mean pooling: 3 x the
+  forward pass (backward = 2 x forward), counting matrix products and
+  attention (2 FLOPs per multiply-add), not norms, GELU or the optimizer."""
+  width, mlp, depth = sizes['width'], sizes['mlp_dim'], sizes['depth']
+  patch = sizes['patch_size']
+  tokens = (image_size // patch)**2
+  embed = 2 * tokens * (patch * patch * 3) * width
+  per_layer = (2 * tokens * 4 * width * width  # q, k, v and output projections
+               + 2 * tokens * 2 * width * mlp  # the MLP's two Dense layers
+               + 2 * 2 * tokens * tokens * width)  # q.k and attention x v
+  head = 2 * width * num_classes
+  return 3.0 * (embed + depth * per_layer + head)
+
+
+def model_flops(name: str) -> float:
+  from aisci import models  # pylint: disable=g-import-not-at-top
+  config = bench_models.config_for(name)
+  if config.model.name != 'vit':
+    raise ValueError(f'benchmarks.gpu counts ViT FLOPs; {name!r} is a '
+                     f'{config.model.name}.')
+  sizes = models.build_model(config.model,
+                             num_classes=bench_models.NUM_CLASSES).sizes()
+  return vit_train_flops(sizes, config.input.image_size,
+                         bench_models.NUM_CLASSES)
+
+
+def _device_name() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.devices()[0].device_kind
+
+
+def matmul_worker() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n = _MATMUL_SIZE.value
+  # Random operands: zeros multiply faster on some chips (device/METHOD.md).
+  a_key, b_key = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.random.normal(a_key, (n, n), jnp.bfloat16)
+  b = jax.random.normal(b_key, (n, n), jnp.bfloat16)
+  product = jax.jit(jnp.matmul)
+  median, _, _ = common.median_seconds(
+      lambda: product(a, b).block_until_ready(), warmup=3,
+      repeats=_REPEATS.value)
+  return dict(tflops=2 * n**3 / median / 1e12, device=_device_name(),
+              jax=jax.__version__)
+
+
+def _xla_flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', float('nan')))
+
+
+def aisci_worker(name: str, batch_size: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import flax  # pylint: disable=g-import-not-at-top
+  train_step, state, batch = bench_models.aisci_train_step(name, batch_size)
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def step():
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready((holder[0], metrics))
+
+  median, times, _ = common.median_seconds(step, warmup=_WARMUP.value,
+                                           repeats=_REPEATS.value)
+  stats = jax.devices()[0].memory_stats() or {}
+  return dict(median_s=median, times=times, compile_s=compile_s,
+              xla_flops=_xla_flops(compiled),
+              peak_gb=stats.get('peak_bytes_in_use', float('nan')) / 1e9,
+              device=_device_name(), jax=jax.__version__,
+              flax=flax.__version__,
+              params=sum(x.size for x in jax.tree.leaves(holder[0].params)))
+
+
+def torch_worker(name: str, batch_size: int) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.manual_seed(0)
+  config = bench_models.config_for(name, batch_size)
+  model = bench_models.torch_model(config).to(device)
+  images, labels = bench_models.synthetic_batch(batch_size,
+                                                config.input.image_size)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+  y = torch.from_numpy(labels).long().to(device)
+  opt_config = config.optimizer
+  opt = torch.optim.AdamW(
+      torch_models.decayed_groups(model, opt_config.weight_decay),
+      lr=opt_config.learning_rate, betas=(opt_config.b1, opt_config.b2))
+  loss_fn = torch.nn.CrossEntropyLoss(
+      label_smoothing=config.task.label_smoothing)
+  dtype = {'bfloat16': torch.bfloat16, 'float32': torch.float32}[config.dtype]
+  model.train()
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+      loss = loss_fn(model(x).float(), y)
+    loss.backward()
+    if opt_config.grad_clip_norm:
+      torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                     opt_config.grad_clip_norm)
+    opt.step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+
+  median, times, _ = common.median_seconds(step, warmup=_WARMUP.value,
+                                           repeats=_REPEATS.value)
+  peak_gb = (torch.cuda.max_memory_allocated() / 1e9 if device == 'cuda'
+             else float('nan'))
+  return dict(median_s=median, times=times, peak_gb=peak_gb,
+              device=(torch.cuda.get_device_name() if device == 'cuda'
+                      else 'cpu'),
+              version=torch.__version__,
+              params=sum(p.numel() for p in model.parameters()))
+
+
+def _spread(result: dict) -> str:
+  return (f'step ms median {1e3 * result["median_s"]:.1f} min '
+          f'{1e3 * min(result["times"]):.1f} max {1e3 * max(result["times"]):.1f}')
+
+
+def main(argv):
+  del argv
+  if _WORKER.value == 'matmul':
+    common.emit(matmul_worker())
+    return
+  if _WORKER.value == 'aisci':
+    common.emit(aisci_worker(_MODEL.value, _BATCH.value))
+    return
+  if _WORKER.value == 'torch':
+    common.emit(torch_worker(_MODEL.value, _BATCH.value))
+    return
+
+  names = _MODELS.value
+  flops = {name: model_flops(name) for name in names}
+  common.header(f'train step, median of {_REPEATS.value} steps after '
+                f'{_WARMUP.value} warm-up steps; model FLOPs per image: '
+                + ', '.join(f'{n} {f / 1e9:.1f} G' for n, f in flops.items()))
+  passed = [f'--warmup={_WARMUP.value}', f'--repeats={_REPEATS.value}',
+            f'--matmul_size={_MATMUL_SIZE.value}']
+  matmul_tflops = float('nan')
+  if 'matmul' in _PARTS.value:
+    result = common.run_worker('benchmarks.gpu', ['--worker=matmul', *passed])
+    matmul_tflops = result['tflops']
+    print(f'# {result["device"]}, jax {result["jax"]}: bf16 '
+          f'{_MATMUL_SIZE.value}^3 matrix product {matmul_tflops:.0f} TFLOP/s',
+          flush=True)
+  rows = []
+  for batch_size in [int(b) for b in _BATCHES.value]:
+    runs = [('aisci', n) for n in names if 'aisci' in _PARTS.value]
+    if 'torch' in _PARTS.value:
+      runs.append(('torch', names[0]))
+    rates = {}
+    for side, name in runs:
+      try:
+        result = common.run_worker('benchmarks.gpu', [
+            f'--worker={side}', f'--model={name}',
+            f'--batch_size={batch_size}', *passed])
+      except RuntimeError as e:  # one failing variant leaves the others
+        print(f'#   {side} {name} batch {batch_size} failed: {e}', flush=True)
+        continue
+      rates[side, name] = batch_size / result['median_s']
+      extra = (f'compile {result["compile_s"]:.1f} s, XLA FLOPs per image '
+               f'{result["xla_flops"] / batch_size / 1e9:.1f} G, jax '
+               f'{result["jax"]}, flax {result["flax"]}' if side == 'aisci'
+               else f'PyTorch {result["version"]}')
+      print(f'#   {side} {name} batch {batch_size} on {result["device"]}: '
+            f'{rates[side, name]:.0f} img/s, {_spread(result)}, peak memory '
+            f'{result["peak_gb"]:.1f} GB, params {result["params"]:,}, '
+            f'{extra}', flush=True)
+    reference = rates.get(('torch', names[0]))
+    for (side, name), rate in rates.items():
+      achieved = flops[name] * rate / 1e12
+      rows.append([side, name, batch_size, f'{rate:.0f}', f'{achieved:.0f}',
+                   f'{100 * achieved / _PEAK.value:.1f}',
+                   f'{100 * achieved / matmul_tflops:.1f}',
+                   f'{rate / reference:.2f}' if reference else '-'])
+  print()
+  print(common.table(
+      ['side', 'model', 'batch', 'img/s', 'model TFLOP/s',
+       f'MFU % of {_PEAK.value:.0f}', 'MFU % of measured matmul',
+       'vs PyTorch'], rows))
+
+
+if __name__ == '__main__':
+  app.run(main)

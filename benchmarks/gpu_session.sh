@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one go, as a session lent a GPU runs them
+# (benchmarks/README.md, "On a GPU"): the chip's bf16 matrix-product rate,
+# ViT-B/16 bf16 train steps aisci vs PyTorch (benchmarks/gpu.py) and the fast
+# CNN's time to 94 % on CIFAR-10 (benchmarks/gpu_cifar.py).
+#
+#   bash benchmarks/gpu_session.sh CARRY OUT
+#
+# CARRY holds cifar10-jpeg.tar.gz (../shared/data) and any wheels the
+# machine lacks (ml_collections on the lent H200's image); OUT gets the logs.
+set -u
+carry=${1:-.gpu_carry}
+out=${2:-${OUT:-/tmp/aisci_gpu}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+if compgen -G "$carry/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target /tmp/aisci_site "$carry"/*.whl || exit 1
+  export PYTHONPATH=/tmp/aisci_site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+data=/tmp/aisci_data
+mkdir -p "$data"
+tar -xzf "$carry/cifar10-jpeg.tar.gz" -C "$data" &
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+  --format=csv 2>&1 | tee "$out/machine.txt"
+python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__,
+  "flax", flax.__version__, "optax", optax.__version__, "torch",
+  torch.__version__, jax.devices())' 2>&1 | tee -a "$out/machine.txt"
+python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" 2>&1 \
+  | tee "$out/vit_b16.txt"
+wait
+python3 -m benchmarks.gpu_cifar --data="$data/cifar10-jpeg" \
+  --epochs="${CIFAR_EPOCHS:-10,14,20}" --seeds="${CIFAR_SEEDS:-0}" 2>&1 | tee "$out/cifar.txt"
