@@ -32,6 +32,7 @@ SAFE_FIELDS = (
     'mesh.', 'cpu_devices',  # the device layout; the same step, split differently
     # Memory knobs: the same update computed in pieces or recomputed.
     'grad_accum_steps', 'model.remat',
+    'model.attention',  # the same function, another kernel (models/attention.py)
     'init.',  # only read when a run starts from scratch
     'optimizer.skip_nonfinite_updates',  # a guard, to get past a bad batch
 )

@@ -31,6 +31,7 @@ def test_safe_changes_pass(tmp_path):
   config.mesh.data = 2
   config.update(grad_accum_steps=4, cpu_devices=2)
   config.model.remat = True
+  config.model.attention = 'fused'
   config.init.path = '/elsewhere'
   workdir_config.check(config.to_dict(), workdir)
   assert not (tmp_path / workdir_config.CHANGES_FILE).exists()
