@@ -4,9 +4,11 @@
       --config=configs/cifar_fast.py:gpu --epochs=10,12,15 --target=0.94
 
 The images are decoded once (PIL) into device memory; every epoch is
-shuffled, cropped and mirrored there, as aisci/data/pipeline.py and
-augment.py do it in tf.data (config.input.augment: 'cifar', 'cifar_pad2',
-'crop_pad2' and alternating_flip). Everything else is aisci's own: the
+shuffled, cropped and mirrored there by aisci/train/device_input.py, as
+`python -m aisci.main` does with config.input.on_device (the GPU variant of
+configs/cifar_fast.py sets it). The script, not aisci.main, because it
+needs no TensorFlow, which the GPU machine lent here lacks. Everything else
+is aisci's own: the
 config's model, task loss, optax chain and schedule, the whitening of the
 first batch (aisci/train/whiten.py) and the train and eval steps jitted as
 aisci/train/loop.py jits them, with the config's test-time augmentation.
@@ -26,11 +28,13 @@ import functools
 import os
 import statistics
 import time
+import types
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from aisci.train import device_input
 from benchmarks import common
 from benchmarks import models as bench_models
 
@@ -80,45 +84,6 @@ def load_split(root: str, split: str, limit: int = 0
   return images, np.asarray(labels, np.int32), classes
 
 
-def epoch_batches(images, labels, key, epoch, flip_coins, *, steps: int,
-                  batch_size: int, pad: int, flip: bool, alternating: bool,
-                  mean, std):
-  """One epoch, shuffled and augmented on the device.
-
-  images: uint8 [n, h, w, c]; flip_coins: int32 [n] (alternating flip: an
-  image is mirrored in the epochs where coin + epoch is odd).
-  Returns float32 images [steps, batch, h, w, c], normalised, and int32
-  labels [steps, batch]; the n - steps * batch left over are dropped, as in
-  aisci/data/pipeline.py.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  n, h, w, _ = images.shape
-  order_key, crop_key, flip_key = jax.random.split(key, 3)
-  order = jax.random.permutation(order_key, n)[:steps * batch_size]
-  x, y = images[order], labels[order]
-  if pad:
-    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
-    offsets = jax.random.randint(crop_key, (len(order), 2), 0, 2 * pad + 1)
-    x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(
-        im, (o[0], o[1], 0), (h, w, im.shape[-1])))(x, offsets)
-  if alternating:
-    mirror = (flip_coins[order] + epoch) % 2 == 1
-  elif flip:
-    mirror = jax.random.bernoulli(flip_key, 0.5, (len(order),))
-  else:
-    mirror = jnp.zeros(len(order), bool)
-  x = jnp.where(mirror[:, None, None, None], x[:, :, ::-1], x)
-  x = (x.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
-  return (x.reshape(steps, batch_size, h, w, -1),
-          y.reshape(steps, batch_size))
-
-
-_AUGMENTS = {  # config.input.augment -> (crop padding, random flip)
-    'none': (0, False), 'flip': (0, True), 'cifar': (4, True),
-    'cifar_pad2': (2, True), 'crop_pad2': (2, False)}
-
-
 def scaled_config(spec: str, epochs: int, seed: int, train_size: int):
   """The config of `spec` run for `epochs` epochs of `train_size` images:
   total_steps, warm-up and evaluation interval scaled alike."""
@@ -133,26 +98,26 @@ def scaled_config(spec: str, epochs: int, seed: int, train_size: int):
 
 
 def run(config, train, test) -> dict:
-  """Trains `config` on `train` = (images, labels) held on the device, then
-  evaluates on `test`; returns accuracy and the times."""
+  """Trains `config` on `train` = (images, labels) in host memory, its
+  batches made on the device as config.input.on_device makes them, then
+  evaluates on `test` (held on the device); returns accuracy and times."""
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
   from aisci.train import steps as steps_lib
   from aisci.train import whiten
   # pylint: enable=g-import-not-at-top
-  if config.input.augment not in _AUGMENTS:
-    raise ValueError(f'config.input.augment={config.input.augment!r}: '
-                     f'benchmarks.gpu_cifar knows {sorted(_AUGMENTS)}.')
   parts = bench_models.aisci_parts_for(config)
-  batch_size = config.input.batch_size
-  steps_per_epoch = len(train[1]) // batch_size
-  epochs = config.total_steps // steps_per_epoch
-  pad, flip = _AUGMENTS[config.input.augment]
-  make_epoch = jax.jit(functools.partial(
-      epoch_batches, steps=steps_per_epoch, batch_size=batch_size, pad=pad,
-      flip=flip, alternating=config.input.get('alternating_flip', False),
-      mean=tuple(config.input.mean), std=tuple(config.input.std)))
+  # What device_input reads of an aisci.data Source (which needs TensorFlow).
+  source = types.SimpleNamespace(
+      kind='image', load_arrays=lambda: {'image': train[0], 'label': train[1]},
+      num_examples=len(train[1]), total_examples=len(train[1]),
+      description='CIFAR-10 train')
+  steps_per_epoch = len(train[1]) // config.input.batch_size
+  batches = device_input.train_batches(
+      source, config.input, batch_sharding=parts['batch_sharding'],
+      global_batch_size=config.input.batch_size, seed=config.seed,
+      start_step=0)
   train_step = jax.jit(
       functools.partial(steps_lib.train_step, model=parts['model'],
                         task=parts['task'], tx=parts['tx'],
@@ -166,17 +131,13 @@ def run(config, train, test) -> dict:
       in_shardings=(parts['state_sharding'], parts['batch_sharding']),
       out_shardings=(parts['replicated'], parts['batch_sharding']))
 
-  key = jax.random.PRNGKey(config.seed + 1)
-  coin_key, key = jax.random.split(key)
-  coins = jax.random.randint(coin_key, train[1].shape, 0, 2)
   start = time.perf_counter()
   state = parts['init'](parts['rng'])
-  first_x, first_y = make_epoch(*train, jax.random.fold_in(key, 0), 0, coins)
+  batch = next(batches)
   whiten_layer = config.init.get('whiten_layer', '')
   if whiten_layer:
-    state = whiten.whiten_state(state, first_x[0], parts['tx'], whiten_layer,
-                                config.init.whiten_eps)
-  batch = {'image': first_x[0], 'label': first_y[0]}
+    state = whiten.whiten_state(state, batch['image'], parts['tx'],
+                                whiten_layer, config.init.whiten_eps)
   compiled_step = train_step.lower(state, batch).compile()
   eval_batch_size = min(config.input.eval_batch_size, len(test[1]))
   eval_batches = -(-len(test[1]) // eval_batch_size)
@@ -195,12 +156,10 @@ def run(config, train, test) -> dict:
   compile_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  x, y = first_x, first_y
-  for epoch in range(epochs):
-    if epoch:
-      x, y = make_epoch(*train, jax.random.fold_in(key, epoch), epoch, coins)
-    for i in range(steps_per_epoch):
-      state, metrics = compiled_step(state, {'image': x[i], 'label': y[i]})
+  for step in range(config.total_steps):
+    if step:  # step 0 trains on the batch the compilation saw
+      batch = next(batches)
+    state, metrics = compiled_step(state, batch)
   jax.block_until_ready((state, metrics))
   train_s = time.perf_counter() - start
 
@@ -211,8 +170,9 @@ def run(config, train, test) -> dict:
   eval_s = time.perf_counter() - start
   return dict(accuracy=float(np.trace(confusion) / confusion.sum()),
               train_s=train_s, eval_s=eval_s, compile_s=compile_s,
-              final_loss=float(metrics['loss']), epochs=epochs,
-              steps=epochs * steps_per_epoch)
+              final_loss=float(metrics['loss']),
+              epochs=config.total_steps // steps_per_epoch,
+              steps=config.total_steps)
 
 
 def main(argv):
@@ -227,7 +187,6 @@ def main(argv):
       f'time to accuracy, {_CONFIG.value} on {device.device_kind} '
       f'(jax {jax.__version__}); {len(train[1])} train / {len(test[1])} test '
       f'images decoded in {decode_s:.1f} s, held on the device')
-  train = tuple(jax.device_put(a, device) for a in train)
   test = tuple(jax.device_put(a, device) for a in test)
   rows, reached = [], []
   for epochs in [int(e) for e in _EPOCHS.value]:

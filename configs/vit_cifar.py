@@ -59,6 +59,11 @@ def get_config(arg=None):
       # alternating flip), with a flip-free augment ('none', 'crop_pad2').
       alternating_flip=False,
       cache=True,  # decode images once into memory
+      # True: the decoded training split is held on the devices and each
+      # epoch is shuffled and augmented there (aisci/train/device_input.py),
+      # for GPUs that outrun tf.data; needs cache=True and fits CIFAR-sized
+      # data. Another order than the tf.data path for the same seed.
+      on_device=False,
       # Unreadable or non-image files: False stops with an error naming the
       # file; True leaves them out and counts them in the log.
       skip_corrupt=False,

@@ -36,6 +36,10 @@ class Source:
     model_kwargs: model fields the data decides (e.g. vocab_size, pad_id).
     info: what prediction needs to know about the data, without it
       (written to WORKDIR/dataset_info.json).
+    load_arrays: () -> the features as numpy arrays [num_examples, ...] (a
+      copy), where the source holds them in memory (decoded,
+      config.input.cache); None when `get` reads from disk. For the
+      on-device pipeline (aisci/train/device_input.py).
   """
   get: Callable[[tf.Tensor], dict[str, tf.Tensor]]
   num_examples: int
@@ -46,6 +50,7 @@ class Source:
   input_key: str = 'image'
   model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  load_arrays: Optional[Callable[[], Mapping[str, np.ndarray]]] = None
 
 
 def in_memory_source(images: np.ndarray, labels: np.ndarray,
@@ -76,4 +81,5 @@ def array_source(features: Mapping[str, np.ndarray], *, total_examples: int,
                 description=description, kind=kind,
                 input_key=input_key or ('x' if kind == 'sequence' else
                                         'tokens' if kind == 'text' else 'image'),
-                model_kwargs=dict(model_kwargs or {}), info=dict(info or {}))
+                model_kwargs=dict(model_kwargs or {}), info=dict(info or {}),
+                load_arrays=lambda: {k: t.numpy() for k, t in tensors.items()})

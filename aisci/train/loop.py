@@ -27,6 +27,7 @@ from aisci.data import pipeline
 from aisci.data import preprocess as preprocess_lib
 from aisci.train import best as best_lib
 from aisci.train import checkpoint as checkpoint_lib
+from aisci.train import device_input
 from aisci.train import distributed
 from aisci.train import init_from
 from aisci.train import metrics_log
@@ -139,6 +140,9 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   alternating_flip = config.input.get('alternating_flip', False)  # configs without it
   if alternating_flip:
     augment_lib.check_alternating_flip(config.input.augment, train_source.kind)
+  on_device = config.input.get('on_device', False)  # configs without it
+  if on_device:
+    device_input.check(config.input, train_source)
   eval_batch_size = sharding_lib.fitted_eval_batch_size(
       config.input.eval_batch_size, eval_source.total_examples, mesh)
   if eval_batch_size < config.input.eval_batch_size:
@@ -256,14 +260,23 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   writer = metrics_log.create_writer(workdir)
   progress = progress_lib.Progress(config.total_steps, config.input.batch_size,
                                    start_step)
-  train_batches = sharding_lib.prefetch_to_mesh(
-      pipeline.train_dataset(
-          train_source, local_batch_size=local_batch_size,
-          process_index=process_index, process_count=process_count,
-          seed=config.seed, start_step=start_step,
-          preprocess=train_preprocess,
-          alternating_flip=alternating_flip).as_numpy_iterator(),
-      batch_sharding)
+  if on_device:
+    train_batches = device_input.train_batches(
+        train_source, config.input, batch_sharding=batch_sharding,
+        global_batch_size=config.input.batch_size, seed=config.seed,
+        start_step=start_step)
+    logging.info('Training batches are made on the devices '
+                 '(config.input.on_device): %d examples held there.',
+                 train_source.total_examples)
+  else:
+    train_batches = sharding_lib.prefetch_to_mesh(
+        pipeline.train_dataset(
+            train_source, local_batch_size=local_batch_size,
+            process_index=process_index, process_count=process_count,
+            seed=config.seed, start_step=start_step,
+            preprocess=train_preprocess,
+            alternating_flip=alternating_flip).as_numpy_iterator(),
+        batch_sharding)
   if latest is None:
     whiten_layer = config.init.get('whiten_layer', '')  # configs without it
     if whiten_layer and config.init.path:
