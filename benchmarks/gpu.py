@@ -1,28 +1,27 @@
 """On a GPU: train-step throughput and model-FLOPs utilisation (MFU), aisci
 vs PyTorch eager, with the chip's matrix-product rate measured in the same run.
 
-  python -m benchmarks.gpu                                # ViT-B/16 bf16
-  python -m benchmarks.gpu --batch_sizes=128,256,512 --parts=matmul,aisci
+  python -m benchmarks.gpu                    # ViT-B/16 bf16, both attentions
+  python -m benchmarks.gpu --batch_sizes=256,512 --models=vit_b16 --parts=matmul,aisci
 
 aisci runs its real step (aisci/train/steps.py, the config's optax chain,
-donated state, jitted as aisci/train/loop.py does) on benchmark model
-`--model` (benchmarks/models.py; 'vit_b16' is ViT-B/16 at 224x224 in bf16
-with float32 parameters); PyTorch runs the twin (benchmarks/torch_models.py)
+donated state, jitted as aisci/train/loop.py does) on each of `--models`
+(benchmarks/models.py; 'vit_b16' is ViT-B/16 at 224x224 in bf16 with
+float32 parameters, 'vit_b16_fused' the same with
+config.model.attention='fused'); PyTorch runs the twin (benchmarks/torch_models.py)
 under torch.autocast(bfloat16) with float32 parameters, the same AdamW and
 clipping. Each side runs in a fresh process; images/s is batch / median step
 time over `--repeats` steps after `--warmup`, each step waited for.
 
 MFU = model FLOPs per image (3 x the forward pass's matrix products and
-attention, counted from the shapes: `vit_train_flops`) x images/s / the
-chip's peak. The peak is `--peak_tflops` (H100/H200 SXM datasheet: 989 dense
+attention, counted from the shapes: benchmarks/models.py vit_train_flops)
+x images/s / the chip's peak. The peak is `--peak_tflops` (H100/H200 SXM datasheet: 989 dense
 bf16); the table also divides by the bf16 matrix-product rate measured by the
 `matmul` part, which no real program exceeds. XLA's own FLOP count of the
-compiled step (optimizer and elementwise work included) is printed beside.
-On a CPU the script runs as well, which is how tests/test_benchmarks.py
+compiled step is printed beside (on a GPU it leaves out the cuBLAS calls).
+On a CPU the script runs as well, which is how tests/test_benchmarks_gpu.py
 checks it (with a small model).
 """
-
-import time
 
 from absl import app
 from absl import flags
@@ -47,33 +46,6 @@ _WORKER = flags.DEFINE_enum('worker', None, ['matmul', 'aisci', 'torch'],
                             'Internal: measure one thing and emit it.')
 _MODEL = flags.DEFINE_string('model', None, "Internal: the worker's model.")
 _BATCH = flags.DEFINE_integer('batch_size', 256, "Internal: the worker's batch.")
-
-
-def vit_train_flops(sizes: dict, image_size: int, num_classes: int) -> float:
-  """FLOPs of one image's training step of a ViT with mean pooling: 3 x the
-  forward pass (backward = 2 x forward), counting matrix products and
-  attention (2 FLOPs per multiply-add), not norms, GELU or the optimizer."""
-  width, mlp, depth = sizes['width'], sizes['mlp_dim'], sizes['depth']
-  patch = sizes['patch_size']
-  tokens = (image_size // patch)**2
-  embed = 2 * tokens * (patch * patch * 3) * width
-  per_layer = (2 * tokens * 4 * width * width  # q, k, v and output projections
-               + 2 * tokens * 2 * width * mlp  # the MLP's two Dense layers
-               + 2 * 2 * tokens * tokens * width)  # q.k and attention x v
-  head = 2 * width * num_classes
-  return 3.0 * (embed + depth * per_layer + head)
-
-
-def model_flops(name: str) -> float:
-  from aisci import models  # pylint: disable=g-import-not-at-top
-  config = bench_models.config_for(name)
-  if config.model.name != 'vit':
-    raise ValueError(f'benchmarks.gpu counts ViT FLOPs; {name!r} is a '
-                     f'{config.model.name}.')
-  sizes = models.build_model(config.model,
-                             num_classes=bench_models.NUM_CLASSES).sizes()
-  return vit_train_flops(sizes, config.input.image_size,
-                         bench_models.NUM_CLASSES)
 
 
 def _device_name() -> str:
@@ -107,16 +79,8 @@ def _xla_flops(compiled) -> float:
 def aisci_worker(name: str, batch_size: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import flax  # pylint: disable=g-import-not-at-top
-  train_step, state, batch = bench_models.aisci_train_step(name, batch_size)
-  start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  holder = [state]
-
-  def step():
-    holder[0], metrics = compiled(holder[0], batch)
-    jax.block_until_ready((holder[0], metrics))
-
+  compiled, compile_s, step, holder = bench_models.step_runner(
+      *bench_models.aisci_train_step(name, batch_size))
   median, times, _ = common.median_seconds(step, warmup=_WARMUP.value,
                                            repeats=_REPEATS.value)
   stats = jax.devices()[0].memory_stats() or {}
@@ -189,7 +153,7 @@ def main(argv):
     return
 
   names = _MODELS.value
-  flops = {name: model_flops(name) for name in names}
+  flops = {name: bench_models.model_flops(name) for name in names}
   common.header(f'train step, median of {_REPEATS.value} steps after '
                 f'{_WARMUP.value} warm-up steps; model FLOPs per image: '
                 + ', '.join(f'{n} {f / 1e9:.1f} G' for n, f in flops.items()))
@@ -228,7 +192,7 @@ def main(argv):
     reference = rates.get(('torch', names[0]))
     for (side, name), rate in rates.items():
       achieved = flops[name] * rate / 1e12
-      rows.append([side, name, batch_size, f'{rate:.0f}', f'{achieved:.0f}',
+      rows.append([side, name, batch_size, f'{rate:.1f}', f'{achieved:.1f}',
                    f'{100 * achieved / _PEAK.value:.1f}',
                    f'{100 * achieved / matmul_tflops:.1f}',
                    f'{rate / reference:.2f}' if reference else '-'])

@@ -7,6 +7,7 @@ is built from the same config fields, so the two cannot drift apart.
 import functools
 import importlib.util
 import os
+import time
 
 import ml_collections
 import numpy as np
@@ -195,6 +196,51 @@ def aisci_train_step(name: str, batch_size: int,
   init, rng, train_step, batch = aisci_jitted(name, batch_size,
                                               grad_accum_steps)
   return train_step, init(rng), batch
+
+
+def step_runner(train_step, state, batch):
+  """(compiled step, compile seconds, run, holder): `run()` does one step of
+  the AOT-compiled `train_step` on the state in holder[0] (donated and
+  replaced) and waits for it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready((holder[0], metrics))
+
+  return compiled, compile_s, run, holder
+
+
+def vit_train_flops(sizes: dict, image_size: int, num_classes: int) -> float:
+  """FLOPs of one image's training step of a ViT with mean pooling: 3 x the
+  forward pass (backward = 2 x forward), counting matrix products and
+  attention (2 FLOPs per multiply-add), not norms, GELU or the optimizer."""
+  width, mlp, depth = sizes['width'], sizes['mlp_dim'], sizes['depth']
+  patch = sizes['patch_size']
+  tokens = (image_size // patch)**2
+  embed = 2 * tokens * (patch * patch * 3) * width
+  per_layer = (2 * tokens * 4 * width * width  # q, k, v and output projections
+               + 2 * tokens * 2 * width * mlp  # the MLP's two Dense layers
+               + 2 * 2 * tokens * tokens * width)  # q.k and attention x v
+  head = 2 * width * num_classes
+  return 3.0 * (embed + depth * per_layer + head)
+
+
+def model_flops(name: str) -> float:
+  """Training FLOPs per image of benchmark ViT `name` (vit_train_flops)."""
+  from aisci import models  # pylint: disable=g-import-not-at-top
+  config = config_for(name)
+  if config.model.name != 'vit':
+    raise ValueError(f'benchmarks.gpu counts ViT FLOPs; {name!r} is a '
+                     f'{config.model.name}.')
+  sizes = models.build_model(config.model,
+                             num_classes=NUM_CLASSES).sizes()
+  return vit_train_flops(sizes, config.input.image_size,
+                         NUM_CLASSES)
 
 
 def has_torch_twin(name: str) -> bool:

@@ -25,7 +25,6 @@ time per step, most of it the kernel zeroing those fresh pages
 import os
 import resource
 import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -76,16 +75,8 @@ def jax_worker(name: str, num_devices: int) -> dict:
   jax.config.update('jax_num_cpu_devices', num_devices)
   conv.PATCH_WEIGHT_GRAD_ON_CPU = _CONV.value != 'xla'
   conv.WINOGRAD_ON_CPU = _CONV.value == 'auto'
-  train_step, state, batch = bench_models.aisci_train_step(
-      name, _BATCH.value, _WORKER_ACCUM.value)
-  start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  holder = [state]
-
-  def step():
-    holder[0], metrics = compiled(holder[0], batch)
-    jax.block_until_ready((holder[0], metrics))
+  compiled, compile_s, step, holder = bench_models.step_runner(
+      *bench_models.aisci_train_step(name, _BATCH.value, _WORKER_ACCUM.value))
 
   for _ in range(_WARMUP.value):
     step()
