@@ -11,7 +11,8 @@ import itertools
 import json
 import math
 import os
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
@@ -49,6 +50,22 @@ from aisci.train import workdir_config
 # threads the queued step's all-reduce needs: the run hangs until XLA
 # aborts it 20 minutes later (tests/train/test_run_ahead.py).
 MAX_STEPS_AHEAD = 4
+
+
+# A run's end that waits longer than this on one of its closing steps says so.
+_SLOW_END_S = 5.0
+
+
+def _timed(what: str, fn: Callable[[], Any]) -> Any:
+  """fn(), logging how long it took when that was over _SLOW_END_S: some
+  runs were seen to wait 20-45 s at their end (cause not found), and the
+  line names where."""
+  start = time.monotonic()
+  result = fn()
+  seconds = time.monotonic() - start
+  if seconds > _SLOW_END_S:
+    logging.info('%s took %.0f s.', what, seconds)
+  return result
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -371,14 +388,15 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
         num_batches=int(eval_dataset.cardinality()))
                 if process_index == 0 else None)
     scalars, report = evaluate(state, examples)
-    writer.write_scalars(final_step,
-                         {f'eval/{k}': v for k, v in scalars.items()})
-    best.update(final_step, scalars, state)
+    _timed('Writing the final metrics', lambda: writer.write_scalars(
+        final_step, {f'eval/{k}': v for k, v in scalars.items()}))
+    _timed('Keeping the best checkpoint',
+           lambda: best.update(final_step, scalars, state))
   finally:
     # Whatever ends the run, saves already started are completed.
-    writer.close()
-    checkpointer.close()
-    best.close()
+    _timed('Closing the metrics writer', writer.close)
+    _timed('Finishing the checkpoint saves', checkpointer.close)
+    _timed('Closing the best-checkpoint keeper', best.close)
   _write_json(os.path.join(workdir, 'eval_report.json'),
               dict(step=final_step, split=config.eval_split, **scalars,
                    best=best.summary(), report=report))
