@@ -173,19 +173,17 @@ def _free_port() -> int:
 
 
 def test_the_same_batches_on_several_devices_and_processes(tmp_path):
-  # Each device makes its own rows of every batch; the batches of 4 devices,
-  # and of 2 processes x 2 devices (each holding the whole split), are
-  # those of 1 device.
+  # Each device makes its own rows of every batch; the batches of 2
+  # processes x 2 devices (each process holding the whole split) are those
+  # of 1 device.
   one = _run_batches_script(1, 1, str(tmp_path / 'one.npz'))
   assert list(one['devices']) == [1, 1]
-  for devices, processes in ((4, 1), (2, 2)):
-    batches = _run_batches_script(devices, processes,
-                                  str(tmp_path / f'{processes}.npz'))
-    assert list(batches['devices']) == [4, 4]
-    np.testing.assert_array_equal(batches['labels'], one['labels'])
-    # The same crops and flips; the normalisation rounds differently when
-    # split (last bit of float32).
-    np.testing.assert_allclose(batches['images'], one['images'], atol=1e-6)
+  batches = _run_batches_script(2, 2, str(tmp_path / 'two.npz'))
+  assert list(batches['devices']) == [4, 4]
+  np.testing.assert_array_equal(batches['labels'], one['labels'])
+  # The same crops and flips; the normalisation rounds differently when
+  # split (last bit of float32).
+  np.testing.assert_allclose(batches['images'], one['images'], atol=1e-6)
 
 
 def test_refusals_name_the_fix():
