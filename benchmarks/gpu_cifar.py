@@ -20,7 +20,7 @@ warm-up scaled to the length), as the airbench speed runs count:
   accuracy  the test split (10,000 images), the model at its last step.
 
 The time to `--target` is the shortest run that reaches it. On a CPU this
-runs too (slowly); tests/test_benchmarks.py runs it on a few hundred images.
+runs too (slowly); tests/test_benchmarks_gpu.py runs it on a few hundred images.
 """
 
 import concurrent.futures
