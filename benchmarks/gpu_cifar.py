@@ -24,7 +24,6 @@ runs too (slowly); tests/test_benchmarks_gpu.py runs it on a few hundred images.
 """
 
 import concurrent.futures
-import functools
 import os
 import statistics
 import time
@@ -104,7 +103,6 @@ def run(config, train, test) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  from aisci.train import steps as steps_lib
   from aisci.train import whiten
   # pylint: enable=g-import-not-at-top
   parts = bench_models.aisci_parts_for(config)
@@ -118,19 +116,6 @@ def run(config, train, test) -> dict:
       source, config.input, batch_sharding=parts['batch_sharding'],
       global_batch_size=config.input.batch_size, seed=config.seed,
       start_step=0)
-  train_step = jax.jit(
-      functools.partial(steps_lib.train_step, model=parts['model'],
-                        task=parts['task'], tx=parts['tx'],
-                        schedule=parts['schedule']),
-      in_shardings=(parts['state_sharding'], parts['batch_sharding']),
-      out_shardings=(parts['state_sharding'], parts['replicated']),
-      donate_argnums=(0,))
-  eval_step = jax.jit(
-      functools.partial(steps_lib.eval_step, model=parts['model'],
-                        task=parts['task']),
-      in_shardings=(parts['state_sharding'], parts['batch_sharding']),
-      out_shardings=(parts['replicated'], parts['batch_sharding']))
-
   start = time.perf_counter()
   state = parts['init'](parts['rng'])
   batch = next(batches)
@@ -138,20 +123,20 @@ def run(config, train, test) -> dict:
   if whiten_layer:
     state = whiten.whiten_state(state, batch['image'], parts['tx'],
                                 whiten_layer, config.init.whiten_eps)
-  compiled_step = train_step.lower(state, batch).compile()
+  compiled_step = parts['train_step'].lower(state, batch).compile()
   eval_batch_size = min(config.input.eval_batch_size, len(test[1]))
   eval_batches = -(-len(test[1]) // eval_batch_size)
   padded = eval_batches * eval_batch_size
-  mean, std = jnp.asarray(config.input.mean), jnp.asarray(config.input.std)
-  test_x = (jnp.pad(test[0], ((0, padded - len(test[1])),) + ((0, 0),) * 3)
-            .astype(jnp.float32) / 255.0 - mean) / std
+  test_x = device_input.normalize(
+      jnp.pad(test[0], ((0, padded - len(test[1])),) + ((0, 0),) * 3),
+      config.input.mean, config.input.std)
   test_y = jnp.pad(test[1], (0, padded - len(test[1])))
   mask = jnp.arange(padded) < len(test[1])
   eval_batch = lambda i: {
       'image': test_x[i * eval_batch_size:(i + 1) * eval_batch_size],
       'label': test_y[i * eval_batch_size:(i + 1) * eval_batch_size],
       'mask': mask[i * eval_batch_size:(i + 1) * eval_batch_size]}
-  compiled_eval = eval_step.lower(state, eval_batch(0)).compile()
+  compiled_eval = parts['eval_step'].lower(state, eval_batch(0)).compile()
   jax.block_until_ready((state, test_x))
   compile_s = time.perf_counter() - start
 

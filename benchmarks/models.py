@@ -102,8 +102,10 @@ def synthetic_batch(batch_size: int, image_size: int
 def aisci_parts_for(config: ml_collections.ConfigDict,
                     num_classes: int = NUM_CLASSES) -> dict:
   """What aisci/train/loop.py builds from `config` before its first step:
-  mesh shardings, model, task, optimizer and schedule, and the jitted init
-  (nothing run or compiled yet)."""
+  mesh shardings, model, task, optimizer and schedule, and the jitted init,
+  train step (donating the state) and eval step (the task's sums and the
+  model's outputs), jitted as the loop jits them; nothing run or compiled
+  yet."""
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -124,12 +126,24 @@ def aisci_parts_for(config: ml_collections.ConfigDict,
   rng = jax.random.PRNGKey(config.seed)
   state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
                                                mesh)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, task=task, tx=tx,
+                        schedule=schedule,
+                        grad_accum_steps=config.get('grad_accum_steps', 1)),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(
+      functools.partial(steps.eval_step, model=model, task=task),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(replicated, batch_sharding))
   return dict(
       config=config, model=model, task=task, tx=tx, schedule=schedule,
-      rng=rng, state_sharding=state_sharding,
-      batch_sharding=sharding_lib.batch_sharding(mesh),
-      replicated=sharding_lib.replicated(mesh),
-      init=jax.jit(init_fn, out_shardings=state_sharding))
+      rng=rng, state_sharding=state_sharding, batch_sharding=batch_sharding,
+      replicated=replicated,
+      init=jax.jit(init_fn, out_shardings=state_sharding),
+      train_step=train_step, eval_step=eval_step)
 
 
 def _aisci_parts(name: str, batch_size: int,
@@ -154,19 +168,8 @@ def aisci_jitted(name: str, batch_size: int,
   gives the replicated state, the step donates it, the batch is sharded over
   a mesh of all devices.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from aisci.train import steps  # pylint: disable=g-import-not-at-top
   parts = _aisci_parts(name, batch_size, grad_accum_steps)
-  train_step = jax.jit(
-      functools.partial(steps.train_step, model=parts['model'],
-                        task=parts['task'], tx=parts['tx'],
-                        schedule=parts['schedule'],
-                        grad_accum_steps=parts['config'].get(
-                            'grad_accum_steps', 1)),
-      in_shardings=(parts['state_sharding'], parts['batch_sharding']),
-      out_shardings=(parts['state_sharding'], parts['replicated']),
-      donate_argnums=(0,))
-  return parts['init'], parts['rng'], train_step, parts['batch']
+  return parts['init'], parts['rng'], parts['train_step'], parts['batch']
 
 
 def aisci_eval_step(name: str, batch_size: int):
@@ -176,17 +179,11 @@ def aisci_eval_step(name: str, batch_size: int):
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  from aisci.train import steps
   # pylint: enable=g-import-not-at-top
   parts = _aisci_parts(name, batch_size)
-  eval_step = jax.jit(
-      functools.partial(steps.eval_step, model=parts['model'],
-                        task=parts['task']),
-      in_shardings=(parts['state_sharding'], parts['batch_sharding']),
-      out_shardings=(parts['replicated'], parts['batch_sharding']))
   batch = dict(parts['batch'], mask=jax.device_put(
       jnp.ones(batch_size, bool), parts['batch_sharding']))
-  return eval_step, parts['init'](parts['rng']), batch
+  return parts['eval_step'], parts['init'](parts['rng']), batch
 
 
 def aisci_train_step(name: str, batch_size: int,

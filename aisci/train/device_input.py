@@ -50,6 +50,14 @@ def check(options: Mapping[str, Any], source: Any) -> None:
         'config.input.on_device=False.')
 
 
+def normalize(images: jax.Array, mean: Sequence[float],
+              std: Sequence[float]) -> jax.Array:
+  """uint8 [..., channels] -> float32 (image / 255 - mean) / std, as
+  aisci/data/augment.py's normalize does in tf.data."""
+  return ((images.astype(jnp.float32) / 255.0 - jnp.asarray(mean))
+          / jnp.asarray(std))
+
+
 def epoch_batches(images: jax.Array, labels: jax.Array, key: jax.Array,
                   epoch: jax.Array, flip_coins: jax.Array, *, steps: int,
                   batch_size: int, pad: int, flip: bool, alternating: bool,
@@ -79,7 +87,7 @@ def epoch_batches(images: jax.Array, labels: jax.Array, key: jax.Array,
   else:
     mirror = jnp.zeros(len(order), bool)
   x = jnp.where(mirror[:, None, None, None], x[:, :, ::-1], x)
-  x = (x.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
+  x = normalize(x, mean, std)
   return (x.reshape(steps, batch_size, h, w, -1),
           y.reshape(steps, batch_size))
 
