@@ -4,10 +4,12 @@ default in `python -m aisci.main`).
 
   python -m benchmarks.startup
   python -m benchmarks.startup --models=vit_ti4 --devices=1
+  python -m benchmarks.startup --on_device   # a run that imports no TensorFlow
 
 Each run is a new Python process that does what `aisci.main` does before
-its first step: import aisci (and with it TensorFlow for the input
-pipeline), split the CPU into the config's `cpu_devices` (or `--devices`),
+its first step: import aisci and TensorFlow (which a tf.data input pipeline
+imports when it is built; not with --on_device, as with
+config.input.on_device=True), split the CPU into the config's `cpu_devices` (or `--devices`),
 enable the cache, build
 and jit-initialise the state and run one train step (synthetic batch, so
 that decoding data does not hide compilation). Three runs per model: cache
@@ -33,6 +35,10 @@ _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _DEVICES = flags.DEFINE_integer(
     'devices', 0, "CPU devices, as aisci.main's --cpu_devices; 0: each "
     "model's config.cpu_devices, as aisci.main runs it.")
+_ON_DEVICE = flags.DEFINE_bool(
+    'on_device', False, 'Time a run whose batches are made on the devices '
+    '(config.input.on_device=True): TensorFlow is not imported. Default: it '
+    'is, as a tf.data pipeline imports it before the first step.')
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each kind (median).')
 # Internal: one start-up, in this process.
 _WORKER = flags.DEFINE_bool('worker', False, 'Internal.')
@@ -47,8 +53,11 @@ def worker() -> dict:
   import jax
   jax.config.update('jax_num_cpu_devices', _DEVICES.value)
   from aisci import compile_cache
+  from aisci import tf_import
   from aisci.train import loop  # noqa: F401  (what aisci.main imports)
   # pylint: enable=g-import-not-at-top
+  if not _ON_DEVICE.value:
+    tf_import.load()
   compile_cache.enable(_CACHE_DIR.value)
   marks.append((time.perf_counter(), common.cpu_seconds()))
   train_step, state, batch = bench_models.aisci_train_step(_MODEL.value,
@@ -76,6 +85,7 @@ def run(model: str, cache_dir: str) -> dict:
   start = time.time()
   result = common.run_worker('benchmarks.startup', [
       '--worker', f'--model={model}', f'--cache_dir={cache_dir}',
+      f'--on_device={_ON_DEVICE.value}',
       f'--batch_size={_BATCH.value}', f'--devices={devices}'],
                              env=common.main_env())  # as aisci.main runs
   result['wall_s'] = result['done_at'] - start
@@ -89,7 +99,9 @@ def main(argv):
     return
   common.header(f'start-up to the first train step, batch {_BATCH.value}, '
                 + (f'{_DEVICES.value} CPU devices' if _DEVICES.value
-                   else "each config's CPU devices"))
+                   else "each config's CPU devices") + '; TensorFlow '
+                + ('not imported (--on_device)' if _ON_DEVICE.value
+                   else 'imported (a tf.data run)'))
   rows = []
   for name in _MODELS.value:
     bench_models.config_for(name, _BATCH.value)  # fail fast on a bad name

@@ -31,7 +31,8 @@ import optax  # noqa: E402,F401
 _mark('import optax')
 import orbax.checkpoint  # noqa: E402,F401
 _mark('import orbax')
-from aisci import tf_import  # noqa: E402,F401  (TensorFlow, as aisci imports it)
+from aisci import tf_import  # noqa: E402
+tf_import.load()  # TensorFlow, as aisci imports it for tf.data
 _mark('import tensorflow')
 from aisci.train import loop  # noqa: E402,F401
 _mark('import aisci (rest)')

@@ -1,4 +1,5 @@
-"""aisci imports TensorFlow without Keras and matplotlib (aisci/tf_import.py).
+"""aisci imports TensorFlow on first use, without Keras and matplotlib
+(aisci/tf_import.py).
 
 Each case is a fresh interpreter: what a module imports can only be seen
 before anything else has imported it.
@@ -12,7 +13,10 @@ import pytest
 
 _PROBE = '''
 import os, sys
-import aisci.train.loop  # everything `python -m aisci.main` imports to train
+import aisci.main, aisci.train.loop  # what `python -m aisci.main` imports
+print('tensorflow_at_import', 'tensorflow' in sys.modules)
+from aisci.tf_import import tf
+tf.data  # the first use imports it
 print('loaded', sorted(m for m in ('keras', 'matplotlib', 'clu')
                        if m in sys.modules))
 print('variable', os.environ.get('TF_USE_LEGACY_KERAS'))
@@ -37,7 +41,11 @@ def default_probe():
   return _probe()
 
 
-def test_training_imports_neither_keras_nor_matplotlib(default_probe):
+def test_importing_aisci_imports_no_tensorflow(default_probe):
+  assert default_probe['tensorflow_at_import'] == 'False'
+
+
+def test_tensorflow_comes_without_keras_nor_matplotlib(default_probe):
   assert default_probe['loaded'] == '[]'
 
 

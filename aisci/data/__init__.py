@@ -13,11 +13,6 @@ from aisci.data import npz_source
 from aisci.data import segfolder
 from aisci.data import textfile
 from aisci.data.source import Source
-from aisci.tf_import import tf
-
-# tf.data is only the input pipeline here: keep TensorFlow off the GPU so it
-# does not take the accelerator memory that JAX needs.
-tf.config.set_visible_devices([], 'GPU')
 
 
 def _imagefolder(argument, split, *, options, workdir, **kwargs):

@@ -5,6 +5,8 @@ a pure function of (run seed, example position): the property that lets a
 resumed run see exactly the batches an uninterrupted run would have seen.
 """
 
+from __future__ import annotations
+
 import functools
 from typing import Sequence
 

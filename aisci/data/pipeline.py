@@ -11,6 +11,8 @@ processes, and starting the pipeline at any step reproduces exactly the
 batches an uninterrupted run sees from that step on.
 """
 
+from __future__ import annotations
+
 import math
 
 from aisci.data import preprocess as preprocess_lib

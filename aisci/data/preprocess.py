@@ -6,14 +6,16 @@ their image: both are stacked as channels of one tensor first, so the
 random choices cannot differ, and the mask is never interpolated.
 """
 
+from __future__ import annotations
+
 from typing import Any, Callable, Mapping
 
 from aisci.data import augment as augment_lib
 from aisci.data import source as source_lib
 from aisci.tf_import import tf
 
-TrainFn = Callable[[dict[str, tf.Tensor], tf.Tensor], dict[str, tf.Tensor]]
-EvalFn = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+TrainFn = Callable[[dict[str, 'tf.Tensor'], 'tf.Tensor'], dict[str, 'tf.Tensor']]
+EvalFn = Callable[[dict[str, 'tf.Tensor']], dict[str, 'tf.Tensor']]
 
 
 def _normalize(features, options):

@@ -5,7 +5,10 @@ resumable: the example at any position of any epoch is a pure function of
 (seed, position), so a restarted run continues mid-epoch without replaying.
 """
 
+from __future__ import annotations
+
 import dataclasses
+import threading
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -36,10 +39,10 @@ class Source:
     model_kwargs: model fields the data decides (e.g. vocab_size, pad_id).
     info: what prediction needs to know about the data, without it
       (written to WORKDIR/dataset_info.json).
-    load_arrays: () -> the features as numpy arrays [num_examples, ...] (a
-      copy), where the source holds them in memory (decoded,
-      config.input.cache); None when `get` reads from disk. For the
-      on-device pipeline (aisci/train/device_input.py).
+    load_arrays: () -> the features as numpy arrays [num_examples, ...]
+      (read only: they may be the source's own), where the source holds
+      them in memory (decoded, config.input.cache); None when `get` reads
+      from disk. For the on-device pipeline (aisci/train/device_input.py).
   """
   get: Callable[[tf.Tensor], dict[str, tf.Tensor]]
   num_examples: int
@@ -71,15 +74,41 @@ def array_source(features: Mapping[str, np.ndarray], *, total_examples: int,
   lengths = {k: len(v) for k, v in features.items()}
   if len(set(lengths.values())) != 1:
     raise ValueError(f'Features of different lengths: {lengths}.')
-  tensors = {k: tf.constant(v) for k, v in features.items()}
-
-  def get(index):
-    return {k: tf.gather(t, index) for k, t in tensors.items()}
-
-  return Source(get=get, num_examples=next(iter(lengths.values())),
+  arrays = _Arrays(features)
+  return Source(get=arrays.get, num_examples=next(iter(lengths.values())),
                 total_examples=total_examples, class_names=list(class_names),
                 description=description, kind=kind,
                 input_key=input_key or ('x' if kind == 'sequence' else
                                         'tokens' if kind == 'text' else 'image'),
                 model_kwargs=dict(model_kwargs or {}), info=dict(info or {}),
-                load_arrays=lambda: {k: t.numpy() for k, t in tensors.items()})
+                load_arrays=arrays.numpy)
+
+
+class _Arrays:
+  """Features held once on the host: as numpy arrays until tf.data first
+  reads them, then as TensorFlow tensors (the numpy copy dropped). A run
+  whose batches are made on the devices never imports TensorFlow."""
+
+  def __init__(self, features: Mapping[str, np.ndarray]):
+    self._numpy = dict(features)
+    self._tensors = None
+    self._lock = threading.Lock()
+
+  def _tensor_dict(self):
+    with self._lock:
+      if self._tensors is None:
+        # Eager tensors even when first read while tf.data traces a map
+        # function: captured, not copied into the graph as constants.
+        with tf.init_scope():
+          self._tensors = {k: tf.constant(v) for k, v in self._numpy.items()}
+        self._numpy = None
+      return self._tensors
+
+  def get(self, index):
+    return {k: tf.gather(t, index) for k, t in self._tensor_dict().items()}
+
+  def numpy(self) -> dict[str, np.ndarray]:
+    with self._lock:
+      if self._numpy is not None:
+        return dict(self._numpy)
+    return {k: t.numpy() for k, t in self._tensor_dict().items()}

@@ -11,9 +11,10 @@ Same augmentations as aisci/data/augment.py ('none', 'flip', 'cifar',
 'cifar_pad2', 'crop_pad2') and alternating flip; same epochs as
 aisci/data/pipeline.py's train_dataset (a permutation each, the incomplete
 last batch dropped, resumable at any step). The random numbers are JAX's,
-so one seed gives another order than the tf.data path. No TensorFlow here
-(`source` is an aisci.data.source.Source, passed in), so that
-benchmarks/gpu_cifar.py runs where TensorFlow is not installed.
+so one seed gives another order than the tf.data path. Evaluation batches
+are cut on the host, as pipeline.py's eval_dataset cuts them. No
+TensorFlow is imported here, so such runs (and benchmarks/gpu_cifar.py) work
+where TensorFlow is not installed.
 """
 
 import functools
@@ -23,6 +24,9 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
+import numpy as np
+
+from aisci.data import pipeline  # its TensorFlow is imported on first use
 
 # config.input.augment -> (pixels of reflection padding before the crop,
 # random horizontal flip).
@@ -31,8 +35,8 @@ AUGMENTS = {'none': (0, False), 'flip': (0, True), 'cifar': (4, True),
 
 
 def check(options: Mapping[str, Any], source: Any) -> None:
-  """Raises ValueError, naming the fix, unless `source` and the options can
-  run on the devices."""
+  """Raises ValueError, naming the fix, unless `source` (a split: training
+  or evaluation) and the options can run without tf.data."""
   if source.kind != 'image':
     raise ValueError(
         'config.input.on_device makes image classification batches on the '
@@ -56,6 +60,28 @@ def normalize(images: jax.Array, mean: Sequence[float],
   aisci/data/augment.py's normalize does in tf.data."""
   return ((images.astype(jnp.float32) / 255.0 - jnp.asarray(mean))
           / jnp.asarray(std))
+
+
+def eval_batches(source: Any, options: Mapping[str, Any], *,
+                 local_batch_size: int, process_count: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """This process's share of an evaluation split, as aisci/data/pipeline.py's
+  eval_dataset gives it, without tf.data: every example once, in order,
+  normalised (float32, the same arithmetic), padded to eval_steps whole
+  batches that all processes agree on; `mask` [b] is False on padding rows,
+  which repeat the last example."""
+  check(options, source)
+  arrays = source.load_arrays()
+  images, labels = arrays['image'], arrays['label']
+  n = len(images)
+  mean = np.asarray(options.mean, np.float32)
+  std = np.asarray(options.std, np.float32)
+  for step in range(pipeline.eval_steps(source, local_batch_size,
+                                        process_count)):
+    rows = np.arange(step * local_batch_size, (step + 1) * local_batch_size)
+    taken = np.minimum(rows, n - 1)
+    image = (images[taken].astype(np.float32) / np.float32(255.0) - mean) / std
+    yield {'image': image, 'label': labels[taken], 'mask': rows < n}
 
 
 def epoch_batches(images: jax.Array, labels: jax.Array, key: jax.Array,

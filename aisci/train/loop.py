@@ -158,8 +158,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   if alternating_flip:
     augment_lib.check_alternating_flip(config.input.augment, train_source.kind)
   on_device = config.input.get('on_device', False)  # configs without it
-  if on_device:
-    device_input.check(config.input, train_source)
   eval_batch_size = sharding_lib.fitted_eval_batch_size(
       config.input.eval_batch_size, eval_source.total_examples, mesh)
   if eval_batch_size < config.input.eval_batch_size:
@@ -167,9 +165,29 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  '(config.input.eval_batch_size=%d, fewer padding rows).',
                  eval_source.total_examples, config.eval_split,
                  eval_batch_size, config.input.eval_batch_size)
-  eval_dataset = pipeline.eval_dataset(
-      eval_source, local_batch_size=eval_batch_size // process_count,
-      process_count=process_count, preprocess=eval_preprocess)
+  local_eval_batch_size = eval_batch_size // process_count
+  if on_device:
+    # No tf.data (nor TensorFlow) in such a run: the evaluation split's
+    # decoded images are batched on the host.
+    device_input.check(config.input, train_source)
+    device_input.check(config.input, eval_source)
+    eval_batches = functools.partial(
+        device_input.eval_batches, eval_source, config.input,
+        local_batch_size=local_eval_batch_size, process_count=process_count)
+    num_eval_batches = pipeline.eval_steps(
+        eval_source, local_eval_batch_size, process_count)
+    # [h, w, c] uint8 images, normalised to float32.
+    example_input = jnp.zeros(
+        (1,) + eval_source.load_arrays()['image'].shape[1:], jnp.float32)
+  else:
+    eval_dataset = pipeline.eval_dataset(
+        eval_source, local_batch_size=local_eval_batch_size,
+        process_count=process_count, preprocess=eval_preprocess)
+    eval_batches = eval_dataset.as_numpy_iterator
+    num_eval_batches = int(eval_dataset.cardinality())
+    input_spec = eval_dataset.element_spec[train_source.input_key]
+    example_input = jnp.zeros((1,) + tuple(input_spec.shape[1:]),
+                              input_spec.dtype.as_numpy_dtype)
   input_key = train_source.input_key
 
   # ---------------------------------------------- model, task, optimizer --
@@ -181,11 +199,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   task = tasks.build_task(config.task, num_classes=len(class_names))
   tx, schedule = optimizer_lib.make_optimizer(config)
   # The model is initialised on one example shaped as the data says.
-  input_spec = eval_dataset.element_spec[input_key]
-  init_fn = functools.partial(
-      steps.init_state, model=model, tx=tx,
-      example_input=jnp.zeros((1,) + tuple(input_spec.shape[1:]),
-                              input_spec.dtype.as_numpy_dtype))
+  init_fn = functools.partial(steps.init_state, model=model, tx=tx,
+                              example_input=example_input)
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = sharding_lib.state_sharding(abstract_state, mesh)
@@ -256,8 +271,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     jax.block_until_ready(state)
     sums = None
     for local_batch in progress_lib.track(  # a line every 30 s if long
-        eval_dataset.as_numpy_iterator(), int(eval_dataset.cardinality()),
-        'Evaluating', unit='batches'):
+        eval_batches(), num_eval_batches, 'Evaluating', unit='batches'):
       batch_sums, outputs = eval_step(
           state, sharding_lib.to_global(local_batch, batch_sharding))
       if examples is not None and not examples.full:
@@ -385,7 +399,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     # The report's pictures show process 0's first evaluation rows with
     # the outputs this evaluation computes for them.
     examples = (report_lib.ExampleCollector(
-        num_batches=int(eval_dataset.cardinality()))
+        num_batches=num_eval_batches)
                 if process_index == 0 else None)
     scalars, report = evaluate(state, examples)
     _timed('Writing the final metrics', lambda: writer.write_scalars(

@@ -1,7 +1,7 @@
 """Training batches made on the devices (aisci/train/device_input.py)."""
 
+import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -186,6 +186,36 @@ def test_the_same_batches_on_several_devices_and_processes(tmp_path):
   np.testing.assert_allclose(batches['images'], one['images'], atol=1e-6)
 
 
+@pytest.mark.parametrize('share,total,process_count', [
+    (20, 20, 1),  # one process: 20 examples in batches of 6, 4 rows padded
+    (9, 19, 2),  # the smaller share of 2 processes pads to the larger's steps
+])
+def test_eval_batches_are_the_tf_data_pipelines(share, total, process_count):
+  # pylint: disable=g-import-not-at-top
+  from aisci.data import pipeline
+  from aisci.data import preprocess as preprocess_lib
+  # pylint: enable=g-import-not-at-top
+  images = _images(share, size=4, seed=3)
+  source = source_lib.in_memory_source(
+      images, np.arange(share) % 2, total_examples=total,
+      class_names=['a', 'b'], description='test images')
+  options = _options()
+  _, eval_fn = preprocess_lib.make_preprocess(options, source)
+  expected = list(pipeline.eval_dataset(
+      source, local_batch_size=6, process_count=process_count,
+      preprocess=eval_fn).as_numpy_iterator())
+  got = list(device_input.eval_batches(source, options, local_batch_size=6,
+                                       process_count=process_count))
+  assert len(got) == len(expected) == -(-(-(-total // process_count)) // 6)
+  for g, e in zip(got, expected):
+    assert set(g) == set(e) == {'image', 'label', 'mask'}
+    for key in e:
+      assert g[key].dtype == e[key].dtype, key
+      np.testing.assert_array_equal(g[key], e[key], err_msg=key)
+  mask = np.concatenate([g['mask'] for g in got])
+  assert mask.sum() == share and mask[:share].all()
+
+
 def test_refusals_name_the_fix():
   image = _source()
   with pytest.raises(ValueError, match='config.input.cache=True'):
@@ -198,30 +228,51 @@ def test_refusals_name_the_fix():
     device_input.check(_options(augment='randaugment'), image)
 
 
-def test_a_run_on_device_batches_learns_and_resumes_exactly(cifar10_small,
-                                                            tmp_path):
-  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp
-  from aisci.train import loop
-  from configs import cifar_fast
-  # pylint: enable=g-import-not-at-top
-  config = cifar_fast.get_config('cpu_airbench_opt')
-  config.dataset = f'imagefolder:{cifar10_small}'
-  config.model.update(widths=(16, 32, 32), tta_translate=False)
-  config.input.update(on_device=True, batch_size=64, eval_batch_size=500)
-  config.update(total_steps=40, log_every_steps=20, eval_every_steps=1000,
-                checkpoint_every_steps=20, keep_checkpoints=2, cpu_devices=1)
-  config.schedule.warmup_steps = 8
+_RUN_WITHOUT_TENSORFLOW = """
+import json, shutil, sys
+# As on a machine where TensorFlow is not installed: importing it fails.
+sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None
+import aisci.main  # everything `python -m aisci.main` imports
+from aisci.train import loop
+from configs import cifar_fast
+data, straight, resumed = sys.argv[1:]
+config = cifar_fast.get_config('cpu_airbench_opt')
+config.dataset = f'imagefolder:{data}'
+config.model.update(widths=(16, 32, 32), tta_translate=False)
+config.input.update(on_device=True, batch_size=64, eval_batch_size=500)
+config.update(total_steps=40, log_every_steps=20, eval_every_steps=1000,
+              checkpoint_every_steps=20, keep_checkpoints=2, cpu_devices=1)
+config.schedule.warmup_steps = 8
+metrics = loop.train_and_evaluate(config, straight)
+# The same run, as if stopped after step 20 (of 31 per epoch): it goes on
+# from there, into the second epoch.
+shutil.copytree(straight, resumed)
+shutil.rmtree(f'{resumed}/checkpoints/40')
+loop.train_and_evaluate(config, resumed)
+assert sys.modules['tensorflow'] is None
+print(json.dumps({k: float(v) for k, v in metrics.items()
+                  if k in ('accuracy', 'loss')}))
+"""
+
+
+def test_a_run_on_device_needs_no_tensorflow_learns_and_resumes_exactly(
+    cifar10_small, tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  metrics = loop.train_and_evaluate(config, str(straight))
+  result = subprocess.run(
+      [sys.executable, '-c', _RUN_WITHOUT_TENSORFLOW, str(cifar10_small),
+       str(straight), str(resumed)], cwd=REPO, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads(result.stdout.strip().splitlines()[-1])
   # 10 balanced classes: chance is 10 %. 40 steps on 2,000 real images
   # (27.2 % on the EPYC, 30.6 % through tf.data).
   assert metrics['accuracy'] >= 0.2, metrics
-  # The same run, as if stopped after step 20 (of 31 per epoch): it goes
-  # on from there, into the second epoch, to the same parameters.
-  shutil.copytree(straight, resumed)
-  shutil.rmtree(resumed / 'checkpoints' / '40')
-  loop.train_and_evaluate(config, str(resumed))
+  # What a run writes, TensorFlow or not: the report, its pictures and the
+  # TensorBoard events.
+  for name in ('report.md', 'confusion_matrix.png', 'metrics.jsonl'):
+    assert (straight / name).is_file(), name
+  assert list(straight.glob('**/events.out.tfevents.*'))
 
   def final_params(workdir):
     manager = ocp.CheckpointManager(str(workdir / 'checkpoints'))
@@ -230,5 +281,6 @@ def test_a_run_on_device_batches_learns_and_resumes_exactly(cifar10_small,
     manager.close()
     return params
 
+  # The resumed run ends at the same parameters, bit for bit.
   chex.assert_trees_all_close(final_params(straight), final_params(resumed),
                               rtol=0, atol=0)
