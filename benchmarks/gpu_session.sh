@@ -2,12 +2,18 @@
 # The GPU benchmarks in one go, as a session lent a GPU runs them
 # (benchmarks/README.md, "On a GPU"): the chip's bf16 matrix-product rate,
 # ViT-B/16 bf16 train steps aisci vs PyTorch (benchmarks/gpu.py) and the fast
-# CNN's time to 94 % on CIFAR-10 (benchmarks/gpu_cifar.py).
+# CNN's time to 94 % on CIFAR-10 (benchmarks/gpu_cifar.py), then the product
+# itself: `python -m aisci.main --config=configs/cifar_fast.py:gpu` (batches
+# made on the GPU, no TensorFlow needed).
 #
 #   bash benchmarks/gpu_session.sh CARRY OUT
+#   PARTS=main bash benchmarks/gpu_session.sh CARRY OUT   # any of vit,cifar,main
 #
-# CARRY holds cifar10-jpeg.tar.gz (../shared/data) and any wheels the
-# machine lacks (ml_collections on the lent H200's image); OUT gets the logs.
+# CARRY holds cifar10-jpeg.tar.gz (../shared/data) and the wheels the
+# machine lacks (the lent H200's image had jax, flax, optax, torch, no
+# TensorFlow: ml_collections, tokenizers, matplotlib and its dependencies,
+# tensorboard, protobuf; benchmarks/README.md, "On a GPU"); OUT gets the logs
+# and the aisci.main run's reports (not its checkpoints).
 set -u
 carry=${1:-.gpu_carry}
 out=${2:-${OUT:-/tmp/aisci_gpu}}
@@ -27,8 +33,20 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__,
   "flax", flax.__version__, "optax", optax.__version__, "torch",
   torch.__version__, jax.devices())' 2>&1 | tee -a "$out/machine.txt"
-python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" 2>&1 \
-  | tee "$out/vit_b16.txt"
+parts=,${PARTS:-vit,cifar,main},
+if [[ $parts == *,vit,* ]]; then
+  python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" 2>&1 \
+    | tee "$out/vit_b16.txt"
+fi
 wait
-python3 -m benchmarks.gpu_cifar --data="$data/cifar10-jpeg" \
-  --epochs="${CIFAR_EPOCHS:-10,14,20}" --seeds="${CIFAR_SEEDS:-0}" 2>&1 | tee "$out/cifar.txt"
+if [[ $parts == *,cifar,* ]]; then
+  python3 -m benchmarks.gpu_cifar --data="$data/cifar10-jpeg" \
+    --epochs="${CIFAR_EPOCHS:-10,14,20}" --seeds="${CIFAR_SEEDS:-0}" 2>&1 \
+    | tee "$out/cifar.txt"
+fi
+if [[ $parts == *,main,* ]]; then
+  python3 -m aisci.main --config=configs/cifar_fast.py:gpu \
+    --config.dataset="imagefolder:$data/cifar10-jpeg" \
+    --workdir="$out/aisci_main" ${MAIN_FLAGS:-} 2>&1 | tee "$out/aisci_main.txt"
+  rm -rf "$out/aisci_main/checkpoints"
+fi
