@@ -3,6 +3,8 @@ vs PyTorch eager, with the chip's matrix-product rate measured in the same run.
 
   python -m benchmarks.gpu                    # ViT-B/16 bf16, both attentions
   python -m benchmarks.gpu --batch_sizes=256,512 --models=vit_b16 --parts=matmul,aisci
+  python -m benchmarks.gpu --parts=aisci --profile_dir=/tmp/prof \
+      --xla_variants=';--xla_gpu_enable_latency_hiding_scheduler=true'
 
 aisci runs its real step (aisci/train/steps.py, the config's optax chain,
 donated state, jitted as aisci/train/loop.py does) on each of `--models`
@@ -19,9 +21,19 @@ x images/s / the chip's peak. The peak is `--peak_tflops` (H100/H200 SXM datashe
 bf16); the table also divides by the bf16 matrix-product rate measured by the
 `matmul` part, which no real program exceeds. XLA's own FLOP count of the
 compiled step is printed beside (on a GPU it leaves out the cuBLAS calls).
+Where MFU is lost: `--xla_variants` runs aisci's step once per set of XLA
+flags (added to XLA_FLAGS; '' is the default), and `--profile_dir` keeps,
+for each aisci run, the compiled step's optimised HLO (`step.hlo.txt`: the
+fusions and library calls XLA chose) and a jax.profiler trace of 3 steps
+(`plugins/profile/*/*.xplane.pb`, for TensorBoard's profiler or xprof):
+what a session lent a GPU brings back to study offline.
+
 On a CPU the script runs as well, which is how tests/test_benchmarks_gpu.py
 checks it (with a small model).
 """
+
+import os
+import re
 
 from absl import app
 from absl import flags
@@ -35,6 +47,12 @@ _MODELS = flags.DEFINE_list(
     'models', ['vit_b16', 'vit_b16_fused'], 'ViTs of benchmarks/models.py; '
     "the first one's PyTorch twin is the reference.")
 _BATCHES = flags.DEFINE_list('batch_sizes', ['256'], 'Global batch sizes.')
+_XLA_VARIANTS = flags.DEFINE_string(
+    'xla_variants', '', "';'-separated sets of XLA flags, each added to "
+    "XLA_FLAGS for its own aisci run ('' in the list: the default).")
+_PROFILE_DIR = flags.DEFINE_string(
+    'profile_dir', '', 'Keep each aisci run\'s optimised HLO and a profiler '
+    'trace of 3 steps under this folder.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
 _REPEATS = flags.DEFINE_integer('repeats', 20, 'Timed steps (median taken).')
 _PEAK = flags.DEFINE_float(
@@ -84,6 +102,14 @@ def aisci_worker(name: str, batch_size: int) -> dict:
   median, times, _ = common.median_seconds(step, warmup=_WARMUP.value,
                                            repeats=_REPEATS.value)
   stats = jax.devices()[0].memory_stats() or {}
+  if _PROFILE_DIR.value:  # after the timing, which it would slow
+    os.makedirs(_PROFILE_DIR.value, exist_ok=True)
+    with open(os.path.join(_PROFILE_DIR.value, 'step.hlo.txt'), 'w',
+              encoding='utf-8') as f:
+      f.write(compiled.as_text())
+    with jax.profiler.trace(_PROFILE_DIR.value):
+      for _ in range(3):
+        step()
   return dict(median_s=median, times=times, compile_s=compile_s,
               xla_flops=_xla_flops(compiled),
               peak_gb=stats.get('peak_bytes_in_use', float('nan')) / 1e9,
@@ -166,41 +192,53 @@ def main(argv):
     print(f'# {result["device"]}, jax {result["jax"]}: bf16 '
           f'{_MATMUL_SIZE.value}^3 matrix product {matmul_tflops:.0f} TFLOP/s',
           flush=True)
+  variants = [v.strip() for v in _XLA_VARIANTS.value.split(';')]
   rows = []
   for batch_size in [int(b) for b in _BATCHES.value]:
-    runs = [('aisci', n) for n in names if 'aisci' in _PARTS.value]
+    runs = [('aisci', n, v) for n in names for v in variants
+            if 'aisci' in _PARTS.value]
     if 'torch' in _PARTS.value:
-      runs.append(('torch', names[0]))
+      runs.append(('torch', names[0], ''))
     rates = {}
-    for side, name in runs:
+    for side, name, variant in runs:
+      args = [f'--worker={side}', f'--model={name}',
+              f'--batch_size={batch_size}', *passed]
+      if _PROFILE_DIR.value and side == 'aisci':
+        label = re.sub(r'[^A-Za-z0-9_.=-]+', '_', variant.strip('-'))
+        args.append('--profile_dir=' + os.path.join(
+            _PROFILE_DIR.value, f'{name}_b{batch_size}'
+            + (f'_{label}' if label else '')))
+      env = ({'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} {variant}'.strip()}
+             if variant else None)
       try:
-        result = common.run_worker('benchmarks.gpu', [
-            f'--worker={side}', f'--model={name}',
-            f'--batch_size={batch_size}', *passed])
+        result = common.run_worker('benchmarks.gpu', args, env=env)
       except RuntimeError as e:  # one failing variant leaves the others
-        print(f'#   {side} {name} batch {batch_size} failed: {e}', flush=True)
+        print(f'#   {side} {name} {variant} batch {batch_size} failed: {e}',
+              flush=True)
         continue
-      rates[side, name] = batch_size / result['median_s']
+      rates[side, name, variant] = batch_size / result['median_s']
       extra = (f'compile {result["compile_s"]:.1f} s, XLA FLOPs per image '
                f'{result["xla_flops"] / batch_size / 1e9:.1f} G, jax '
                f'{result["jax"]}, flax {result["flax"]}' if side == 'aisci'
                else f'PyTorch {result["version"]}')
-      print(f'#   {side} {name} batch {batch_size} on {result["device"]}: '
-            f'{rates[side, name]:.0f} img/s, {_spread(result)}, peak memory '
+      print(f'#   {side} {name} {variant or "(default XLA flags)"} batch '
+            f'{batch_size} on {result["device"]}: '
+            f'{rates[side, name, variant]:.0f} img/s, {_spread(result)}, peak memory '
             f'{result["peak_gb"]:.1f} GB, params {result["params"]:,}, '
             f'{extra}', flush=True)
-    reference = rates.get(('torch', names[0]))
-    for (side, name), rate in rates.items():
+    reference = rates.get(('torch', names[0], ''))
+    for (side, name, variant), rate in rates.items():
       achieved = flops[name] * rate / 1e12
       rows.append([side, name, batch_size, f'{rate:.1f}', f'{achieved:.1f}',
                    f'{100 * achieved / _PEAK.value:.1f}',
                    f'{100 * achieved / matmul_tflops:.1f}',
-                   f'{rate / reference:.2f}' if reference else '-'])
+                   f'{rate / reference:.2f}' if reference else '-',
+                   variant or '-'])
   print()
   print(common.table(
       ['side', 'model', 'batch', 'img/s', 'model TFLOP/s',
        f'MFU % of {_PEAK.value:.0f}', 'MFU % of measured matmul',
-       'vs PyTorch'], rows))
+       'vs PyTorch', 'added XLA flags'], rows))
 
 
 if __name__ == '__main__':

@@ -35,7 +35,8 @@ python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__,
   torch.__version__, jax.devices())' 2>&1 | tee -a "$out/machine.txt"
 parts=,${PARTS:-vit,cifar,main},
 if [[ $parts == *,vit,* ]]; then
-  python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" 2>&1 \
+  # VIT_ARGS: e.g. "--profile_dir=$OUT/profile --xla_variants=';--xla_...'"
+  python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" ${VIT_ARGS:-} 2>&1 \
     | tee "$out/vit_b16.txt"
 fi
 wait

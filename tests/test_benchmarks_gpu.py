@@ -42,23 +42,33 @@ def test_vit_flops_are_xlas_count_less_the_elementwise_work(name):
   assert 0.95 * xla < bench_models.model_flops(name) / 3 < xla
 
 
-def test_gpu_benchmark_runs_and_divides_by_the_reference():
+def test_gpu_benchmark_runs_and_divides_by_the_reference(tmp_path):
+  variant = '--xla_cpu_enable_fast_math=false'
   result = subprocess.run(
       [sys.executable, '-m', 'benchmarks.gpu', '--models=vit_tiny',
-       '--batch_sizes=8', '--matmul_size=128', '--repeats=1', '--warmup=0'],
+       '--batch_sizes=8', '--matmul_size=128', '--repeats=1', '--warmup=0',
+       f'--xla_variants=;{variant}', f'--profile_dir={tmp_path}'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  aisci, = _table(result.stdout, 'aisci')
+  default, flagged = _table(result.stdout, 'aisci')
   torch_row, = _table(result.stdout, 'torch')
-  assert aisci[1] == 'vit_tiny' and aisci[2] == '8'
-  assert torch_row[-1] == '1.00'
-  rates = float(aisci[3]), float(torch_row[3])
-  ratio = rates[0] / rates[1]
-  # The printed rates are rounded to 0.1, the ratio to 0.01.
-  slack = ratio * (0.05 / rates[0] + 0.05 / rates[1]) + 0.005
-  assert abs(float(aisci[-1]) - ratio) <= slack + 1e-9
+  assert default[1] == 'vit_tiny' and default[2] == '8'
+  assert (default[-1], flagged[-1]) == ('-', variant)
+  assert torch_row[-2] == '1.00'
+  for aisci in default, flagged:
+    rates = float(aisci[3]), float(torch_row[3])
+    ratio = rates[0] / rates[1]
+    # The printed rates are rounded to 0.1, the ratio to 0.01.
+    slack = ratio * (0.05 / rates[0] + 0.05 / rates[1]) + 0.005
+    assert abs(float(aisci[-2]) - ratio) <= slack + 1e-9
   # model TFLOP/s is the analytic FLOPs x images/s.
   assert 'model FLOPs per image: vit_tiny 0.2 G' in result.stdout
+  # Each aisci run kept its optimised program and a trace of its steps.
+  runs = sorted(p.name for p in tmp_path.iterdir())
+  assert runs == ['vit_tiny_b8', 'vit_tiny_b8_xla_cpu_enable_fast_math=false']
+  for run in runs:
+    assert 'ENTRY' in (tmp_path / run / 'step.hlo.txt').read_text()
+    assert list((tmp_path / run).glob('plugins/profile/*/*.xplane.pb'))
 
 
 def test_scaled_config_stretches_the_schedule():
