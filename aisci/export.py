@@ -54,6 +54,7 @@ import numpy as np
 
 from aisci import export_check
 from aisci import inference
+from aisci import tf_import
 from aisci.data import imagefolder
 from aisci.models import conv
 from aisci.tf_import import tf
@@ -98,6 +99,7 @@ def export_savedmodel(trained: inference.Trained, directory: str,
   inside the serialized JAX program, as jax2tf recommends for large models.
   batch_size: None for a symbolic batch dimension.
   """
+  tf_import.load()  # TensorFlow through aisci first: no GPUs for it
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   converted = jax2tf.convert(
       _apply_fn(trained), with_gradient=False,

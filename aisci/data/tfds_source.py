@@ -10,12 +10,17 @@ import socket
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from aisci import tf_import
 from aisci.data import source as source_lib
 from aisci.data import textfile
 from aisci.tf_import import tf
 from aisci.train import progress as progress_lib
+
+# Imported through aisci first, so that TensorFlow sees no GPU before
+# tensorflow-datasets starts it.
+tf_import.load()
+import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
 
 # tfds first tries its mirror on Google Cloud Storage.
 _PROBE_HOST = 'storage.googleapis.com'
