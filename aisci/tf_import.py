@@ -1,5 +1,5 @@
-"""TensorFlow for tf.data, tf.summary and export: imported on first use,
-without Keras, and kept off the GPU.
+"""TensorFlow for tf.data, tensorflow-datasets and export: imported on first
+use, without Keras, and kept off the GPU.
 
   from aisci.tf_import import tf   # nothing imported yet
   tf.data.Dataset.range(3)         # TensorFlow is imported here
@@ -65,14 +65,12 @@ def load() -> types.ModuleType:
             "install it (`pip install -e .` installs tensorflow-cpu), or "
             'train image classification with config.input.on_device=True, '
             'which needs no TensorFlow.') from e
-      module.config.set_visible_devices([], 'GPU')
+      try:
+        module.config.set_visible_devices([], 'GPU')
+      except RuntimeError:  # the user's own TensorFlow code started it first
+        pass
       _module = module
     return _module
-
-
-def loaded() -> bool:
-  """Whether TensorFlow has been imported in this process (by anyone)."""
-  return 'tensorflow' in sys.modules
 
 
 class _LazyTensorFlow(types.ModuleType):

@@ -64,3 +64,22 @@ def test_a_users_own_setting_is_left_alone():
   assert probe['variable'] == '0'
   assert "'keras'" in probe['loaded']  # TensorFlow's eager import ran
   assert probe['tf.keras'] == 'keras'
+
+
+def test_without_tensorflow_the_first_use_names_the_fix():
+  # As where TensorFlow is not installed: aisci imports; tf.data then fails
+  # with an error that says what needs TensorFlow and how to do without.
+  probe = '''
+import sys
+sys.modules['tensorflow'] = None
+import aisci.main, aisci.train.loop
+from aisci.tf_import import tf
+try:
+  tf.data
+except ImportError as e:
+  print(e)
+'''
+  out = subprocess.run([sys.executable, '-c', probe], check=True,
+                       capture_output=True, text=True).stdout
+  assert 'TensorFlow could not be imported' in out
+  assert 'config.input.on_device=True' in out
