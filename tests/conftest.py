@@ -88,3 +88,19 @@ def tiny_vit_run(cifar10_small, tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp('tiny_vit_run')
   loop.train_and_evaluate(config, str(workdir))
   return workdir
+
+
+def pytest_configure(config):
+  """One JAX compilation cache for the whole test session, shared by the
+  xdist workers (they inherit the variable) and removed at its end: the many
+  runs of the same small programs (a run and its resumption, a trained and
+  an untrained model) compile once. A fresh folder each session, so a
+  session's times are what CI sees."""
+  if os.environ.get('AISCI_TEST_COMPILE_CACHE') is None:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    directory = tempfile.mkdtemp(prefix='aisci_test_jax_cache_')
+    os.environ['AISCI_TEST_COMPILE_CACHE'] = directory
+    config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+  if os.environ['AISCI_TEST_COMPILE_CACHE']:
+    from aisci import compile_cache  # pylint: disable=g-import-not-at-top
+    compile_cache.enable(os.environ['AISCI_TEST_COMPILE_CACHE'])
