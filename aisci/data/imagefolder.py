@@ -11,12 +11,14 @@ description.
 """
 
 import os
+import time
 from typing import Optional, Sequence
 
 from absl import logging
 import numpy as np
 from PIL import Image
 
+from aisci.data import parallel_decode
 from aisci.data import source as source_lib
 from aisci.tf_import import tf
 from aisci.train import progress as progress_lib
@@ -157,28 +159,51 @@ def check_header(path: str) -> None:
         'config.input.cache=True, or convert the file.')
 
 
-def _keep_readable(paths: Sequence[str], labels: np.ndarray, check,
+def _outcome(check, path: str) -> tuple[bool, object]:
+  """(True, check(path)) or (False, the ValueError it raised)."""
+  try:
+    return True, check(path)
+  except ValueError as e:
+    return False, e
+
+
+def _keep_readable(paths: Sequence[str], labels: np.ndarray, outcomes,
                    skip_corrupt: bool) -> tuple[list, list[str], np.ndarray]:
-  """Applies `check` (path -> value, raises ValueError) to every path.
+  """outcomes: (True, value) or (False, ValueError) for each path, in order.
 
   Returns (values, paths, labels) of the files that passed; a failure is
   raised, or logged and left out with skip_corrupt.
   """
   values, kept, skipped = [], [], 0
-  for index, path in enumerate(progress_lib.track(  # a line every 30 s
-      paths, len(paths), 'Reading image files', unit='images')):
-    try:
-      values.append(check(path))
+  for index, (ok, value) in enumerate(progress_lib.track(  # a line every 30 s
+      outcomes, len(paths), 'Reading image files', unit='images')):
+    if ok:
+      values.append(value)
       kept.append(index)
-    except ValueError as e:
-      if not skip_corrupt:
-        raise ValueError(f'{e} To leave unreadable files out instead (counted '
-                         'in the log), set config.input.skip_corrupt=True.'
-                         ) from e.__cause__
-      skipped += 1
-      if skipped <= _LOGGED_SKIPS:
-        logging.warning('Skipping unreadable %s (%s)', path, e.__cause__ or e)
+      continue
+    if not skip_corrupt:
+      raise ValueError(f'{value} To leave unreadable files out instead '
+                       '(counted in the log), set '
+                       'config.input.skip_corrupt=True.') from value.__cause__
+    skipped += 1
+    if skipped <= _LOGGED_SKIPS:
+      logging.warning('Skipping unreadable %s (%s)', paths[index],
+                      value.__cause__ or value)
   return values, [paths[i] for i in kept], labels[kept]
+
+
+def _decoded(paths: Sequence[str], image_size: int):
+  """load_image's outcome for each path: in one process per core for large
+  folders (parallel_decode.py), else here, one at a time."""
+  workers = parallel_decode.workers_for(len(paths))
+  if workers < 2:
+    return (_outcome(lambda p: load_image(p, image_size), p) for p in paths)
+  start = time.perf_counter()
+  logging.info('Decoding %d images in %d processes...', len(paths), workers)
+  outcomes = parallel_decode.decode(paths, image_size, workers)
+  logging.info('Decoded %d images in %.1f s.', len(paths),
+               time.perf_counter() - start)
+  return outcomes
 
 
 def _check_no_class_emptied(split: str, class_names: Sequence[str],
@@ -215,9 +240,11 @@ def make_source(root: str, split: str, *, image_size: int,
   labels = np.asarray(all_labels[process_index::process_count], np.int32)
   if cache:
     images, kept, labels = _keep_readable(
-        paths, labels, lambda p: load_image(p, image_size), skip_corrupt)
+        paths, labels, _decoded(paths, image_size), skip_corrupt)
   else:
-    _, kept, labels = _keep_readable(paths, labels, check_header, skip_corrupt)
+    _, kept, labels = _keep_readable(
+        paths, labels, (_outcome(check_header, p) for p in paths),
+        skip_corrupt)
   unreadable = len(paths) - len(kept)
   if not kept:
     raise ValueError(f'No readable image in {root}/{split}: all {len(paths)} '
