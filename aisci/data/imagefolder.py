@@ -195,12 +195,19 @@ def _keep_readable(paths: Sequence[str], labels: np.ndarray, outcomes,
 def _decoded(paths: Sequence[str], image_size: int):
   """load_image's outcome for each path: in one process per core for large
   folders (parallel_decode.py), else here, one at a time."""
+  one_at_a_time = (_outcome(lambda p: load_image(p, image_size), p)
+                   for p in paths)
   workers = parallel_decode.workers_for(len(paths))
   if workers < 2:
-    return (_outcome(lambda p: load_image(p, image_size), p) for p in paths)
+    return one_at_a_time
   start = time.perf_counter()
   logging.info('Decoding %d images in %d processes...', len(paths), workers)
-  outcomes = parallel_decode.decode(paths, image_size, workers)
+  try:
+    outcomes = parallel_decode.decode(paths, image_size, workers)
+  except (RuntimeError, OSError) as e:  # e.g. no room for them in the temp dir
+    logging.warning('Decoding in %d processes failed (%s); decoding the '
+                    'images here, one at a time, instead.', workers, e)
+    return one_at_a_time
   logging.info('Decoded %d images in %.1f s.', len(paths),
                time.perf_counter() - start)
   return outcomes

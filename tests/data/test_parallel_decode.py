@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from aisci.data import imagefolder
 from aisci.data import parallel_decode
@@ -83,3 +84,23 @@ def test_small_folders_decode_in_the_calling_process(monkeypatch):
   assert parallel_decode.workers_for(60_000) == 16
   monkeypatch.setattr(os, 'cpu_count', lambda: 1)
   assert parallel_decode.workers_for(60_000) == 1
+
+
+def test_a_failed_worker_falls_back_to_decoding_here(cifar10_small, tmp_path,
+                                                      monkeypatch):
+  # Workers that cannot start (here: no interpreter at sys.executable)
+  # cost the parallel decoding, not the run.
+  root = _folder_with_damage(cifar10_small, tmp_path)
+  monkeypatch.setattr(parallel_decode, 'MIN_IMAGES', 1)
+  monkeypatch.setattr(parallel_decode.sys, 'executable',
+                      str(tmp_path / 'no-python'))
+  with pytest.raises(OSError):
+    parallel_decode.decode([str(tmp_path)], 32, workers=2)
+  source = imagefolder.make_source(str(root), 'train', image_size=32,
+                                   skip_corrupt=True)
+  assert source.num_examples == 40
+  monkeypatch.setattr(parallel_decode, 'MIN_IMAGES', 10**9)
+  reference = imagefolder.make_source(str(root), 'train', image_size=32,
+                                      skip_corrupt=True)
+  np.testing.assert_array_equal(source.load_arrays()['image'],
+                                reference.load_arrays()['image'])
