@@ -62,7 +62,8 @@ def decode(paths: Sequence[str], image_size: int,
             f'{error.decode(errors="replace")[-2000:]}')
     outcomes = []
     for i in range(len(shares)):
-      with np.load(os.path.join(folder, f'{i}.npz')) as result:
+      with np.load(os.path.join(folder, f'{i}.npz'),
+                   allow_pickle=False) as result:
         images, ok = iter(result['images']), result['ok']
         messages = iter(json.loads(str(result['messages'])))
         outcomes += [(True, next(images)) if good else
