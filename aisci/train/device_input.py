@@ -44,8 +44,8 @@ def check(options: Mapping[str, Any], source: Any) -> None:
         'config.input.on_device=False.')
   if source.load_arrays is None:
     raise ValueError(
-        'config.input.on_device needs the training split decoded into '
-        f'memory; {source.description} is read from disk at each step: set '
+        'config.input.on_device needs the data decoded into memory; '
+        f'{source.description} is read from disk at each step: set '
         'config.input.cache=True (or config.input.on_device=False).')
   if options.augment not in AUGMENTS:
     raise ValueError(

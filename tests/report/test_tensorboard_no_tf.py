@@ -154,7 +154,7 @@ print('ok', os.path.exists(logdir), 'tensorflow' in sys.modules)
 
 @pytest.mark.parametrize('data', [b'', b'a', b'123456789', bytes(range(256)) * 3])
 def test_record_checksums_are_tensorboards(data):
-  # The record framing is aisci's own (tensorboard.summary costs ~0.3 s of
+  # The record framing is aisci's own (tensorboard.summary costs ~0.13 s of
   # start-up); its masked CRC-32C must be the one TensorBoard's readers check.
   # pylint: disable-next=g-import-not-at-top
   from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
