@@ -103,6 +103,7 @@ def run(config, train, test) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
+  from aisci.train import loop
   from aisci.train import whiten
   # pylint: enable=g-import-not-at-top
   parts = bench_models.aisci_parts_for(config)
@@ -132,19 +133,28 @@ def run(config, train, test) -> dict:
       config.input.mean, config.input.std)
   test_y = jnp.pad(test[1], (0, padded - len(test[1])))
   mask = jnp.arange(padded) < len(test[1])
-  eval_batch = lambda i: {
+  # Sharded as the loop shards batches (over all devices: 8 on a CPU split
+  # as aisci.main splits it).
+  eval_batch = lambda i: jax.device_put({
       'image': test_x[i * eval_batch_size:(i + 1) * eval_batch_size],
       'label': test_y[i * eval_batch_size:(i + 1) * eval_batch_size],
-      'mask': mask[i * eval_batch_size:(i + 1) * eval_batch_size]}
+      'mask': mask[i * eval_batch_size:(i + 1) * eval_batch_size]},
+                                        parts['batch_sharding'])
   compiled_eval = parts['eval_step'].lower(state, eval_batch(0)).compile()
   jax.block_until_ready((state, test_x))
   compile_s = time.perf_counter() - start
 
   start = time.perf_counter()
+  pending = []
   for step in range(config.total_steps):
     if step:  # step 0 trains on the batch the compilation saw
       batch = next(batches)
     state, metrics = compiled_step(state, batch)
+    # Bounded run-ahead, as the loop's: XLA:CPU split into devices hangs
+    # when too many steps are queued (aisci/train/loop.py).
+    pending.append(metrics)
+    if len(pending) > loop.MAX_STEPS_AHEAD:
+      jax.block_until_ready(pending.pop(0))
   jax.block_until_ready((state, metrics))
   train_s = time.perf_counter() - start
 

@@ -2,12 +2,13 @@
 # The GPU benchmarks in one go, as a session lent a GPU runs them
 # (benchmarks/README.md, "On a GPU"): the chip's bf16 matrix-product rate,
 # ViT-B/16 bf16 train steps aisci vs PyTorch (benchmarks/gpu.py) and the fast
-# CNN's time to 94 % on CIFAR-10 (benchmarks/gpu_cifar.py), then the product
-# itself: `python -m aisci.main --config=configs/cifar_fast.py:gpu` (batches
-# made on the GPU, no TensorFlow needed).
+# CNN's time to 94 % on CIFAR-10 beside the PyTorch airbench94 recipe on the
+# same JPEG copy (benchmarks/torch_cifar.py; gpu_cifar.py alone: part cifar),
+# then the product itself: `python -m aisci.main --config=configs/cifar_fast.py:gpu`
+# (batches made on the GPU, no TensorFlow needed).
 #
 #   bash benchmarks/gpu_session.sh CARRY OUT
-#   PARTS=main bash benchmarks/gpu_session.sh CARRY OUT   # any of vit,cifar,main
+#   PARTS=main bash benchmarks/gpu_session.sh CARRY OUT   # any of vit,cifar,torch,main
 #
 # CARRY holds cifar10-jpeg.tar.gz (../shared/data) and the wheels the
 # machine lacks (the lent H200's image had jax, flax, optax, torch, no
@@ -33,7 +34,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__,
   "flax", flax.__version__, "optax", optax.__version__, "torch",
   torch.__version__, jax.devices())' 2>&1 | tee -a "$out/machine.txt"
-parts=,${PARTS:-vit,cifar,main},
+parts=,${PARTS:-vit,torch,main},
 if [[ $parts == *,vit,* ]]; then
   # VIT_ARGS: e.g. "--profile_dir=$OUT/profile --xla_variants=';--xla_...'"
   python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" ${VIT_ARGS:-} 2>&1 \
@@ -44,6 +45,13 @@ if [[ $parts == *,cifar,* ]]; then
   python3 -m benchmarks.gpu_cifar --data="$data/cifar10-jpeg" \
     --epochs="${CIFAR_EPOCHS:-10,14,20}" --seeds="${CIFAR_SEEDS:-0}" 2>&1 \
     | tee "$out/cifar.txt"
+fi
+if [[ $parts == *,torch,* ]]; then
+  # airbench94 in PyTorch (float16, batch 1024) and aisci's gpu config, both
+  # on the JPEG copy: how much of the gap to 94 % is the data.
+  python3 -m benchmarks.torch_cifar --data="$data/cifar10-jpeg" \
+    --torch_epochs="${TORCH_EPOCHS:-9.9,20}" --epochs="${CIFAR_EPOCHS:-10,20}" \
+    --seeds="${CIFAR_SEEDS:-0}" 2>&1 | tee "$out/torch_cifar.txt"
 fi
 if [[ $parts == *,main,* ]]; then
   python3 -m aisci.main --config=configs/cifar_fast.py:gpu \

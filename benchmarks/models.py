@@ -49,6 +49,9 @@ MODELS = {
                 'FastCNN 64/256/256 (cifar_fast.py)'),
     'fastcnn_cpu': ('configs/cifar_fast.py:cpu', {},
                     'FastCNN 32/128/128 (cifar_fast.py:cpu)'),
+    'fastcnn_airbench': ('configs/cifar_fast.py:cpu_airbench_opt', {},
+                         'FastCNN 32/128/128, whitened stem '
+                         '(cifar_fast.py:cpu_airbench_opt)'),
     'fastcnn_tiny': ('configs/cifar_fast.py:tiny', {},
                      'FastCNN 16/32/32 (cifar_fast.py:tiny)'),
 }
@@ -244,12 +247,21 @@ def has_torch_twin(name: str) -> bool:
   model = config_for(name).model
   patch_vit = model.name == 'vit' and model.get('stem', 'patch') == 'patch'
   return patch_vit or (model.name == 'resnet' and model.depth == 18
-                       and model.stem == 'cifar')
+                       and model.stem == 'cifar') or _airbench_fastcnn(model)
+
+
+def _airbench_fastcnn(model) -> bool:
+  """A FastCNN whose PyTorch twin is benchmarks/torch_cifar.py's network:
+  the whitened stem, three groups, BatchNorm scales fixed."""
+  return (model.name == 'fastcnn' and model.stem == 'whiten'
+          and len(model.widths) == 3 and not model.bn_scale
+          and not model.residual)
 
 
 def torch_model(config: ml_collections.ConfigDict,
                 num_classes: int = NUM_CLASSES):
-  """The PyTorch twin of `config.model` (ViT or CIFAR ResNet-18)."""
+  """The PyTorch twin of `config.model` (ViT, CIFAR ResNet-18, or the
+  airbench FastCNN)."""
   from aisci import models  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
   m = config.model
@@ -265,4 +277,8 @@ def torch_model(config: ml_collections.ConfigDict,
         mlp_dim=sizes['mlp_dim'])
   if m.name == 'resnet' and m.depth == 18 and m.stem == 'cifar':
     return torch_models.ResNet18(num_classes=num_classes, width=m.width)
+  if _airbench_fastcnn(m):
+    return torch_models.airbench_net(m.widths, num_classes, aisci_shapes=True,
+                                     bn_momentum=m.bn_momentum,
+                                     head_scale=m.head_scale)
   raise ValueError(f'No PyTorch twin for model {m.to_dict()}.')

@@ -1,4 +1,5 @@
-"""PyTorch eager equivalents of aisci's ViT and CIFAR ResNet, for benchmarks.
+"""PyTorch eager equivalents of aisci's ViT, CIFAR ResNet and airbench-style
+FastCNN, for benchmarks.
 
 Same shapes and arithmetic as aisci/models/vit.py and resnet.py (pre-norm
 blocks, LayerNorm eps 1e-6, tanh GELU, mean pooling; 3x3 CIFAR stem, basic
@@ -89,6 +90,59 @@ class ResNet18(nn.Module):
   def forward(self, images):
     x = self.blocks(self.stem(images))
     return self.head(x.mean(dim=(2, 3)))
+
+
+class Scale(nn.Module):
+  """Multiplies by a constant (the logits by 1/9: a soft first softmax)."""
+
+  def __init__(self, factor: float):
+    super().__init__()
+    self.factor = factor
+
+  def forward(self, x):
+    return x * self.factor
+
+
+def airbench_net(widths, num_classes: int = 10, *, aisci_shapes: bool = False,
+                 bn_momentum: float = 0.6, head_scale: float = 1 / 9
+                 ) -> nn.Sequential:
+  """airbench94's network (benchmarks/torch_cifar.py), NCHW: a frozen 2x2
+  whitening conv with bias (24 channels; its kernel set by the caller),
+  GELU, per width conv 3x3 -> max-pool 2 -> BatchNorm -> GELU -> conv 3x3
+  -> BatchNorm -> GELU (3x3 convs start as the identity on their first
+  filters; BatchNorm scales fixed at 1, eps 1e-12; bn_momentum in Flax's
+  sense), max-pool, a bias-free linear layer, times head_scale.
+
+  aisci_shapes=True pads the whitening conv to keep 32x32, as aisci's
+  FastCNN does (its groups see 32/16/8 pixels, not 31/15/7: 1.22x the
+  multiply-adds), and max-pools the last map whole: aisci's shapes and
+  work, for benchmarks/train_step.py. False: airbench's.
+  """
+
+  def conv3x3(c_in, c_out):
+    layer = nn.Conv2d(c_in, c_out, 3, padding='same', bias=False)
+    with torch.no_grad():  # an implicit residual: identity on c_in filters
+      nn.init.dirac_(layer.weight[:c_in])
+    return layer
+
+  def norm(channels):
+    layer = nn.BatchNorm2d(channels, eps=1e-12, momentum=1 - bn_momentum)
+    layer.weight.requires_grad = False
+    return layer
+
+  layers = [nn.Conv2d(3, 24, 2, padding='same' if aisci_shapes else 0,
+                      bias=True), nn.GELU()]
+  c_in = 24
+  for width in widths:
+    layers += [conv3x3(c_in, width), nn.MaxPool2d(2), norm(width), nn.GELU(),
+               conv3x3(width, width), norm(width), nn.GELU()]
+    c_in = width
+  layers += [nn.AdaptiveMaxPool2d(1) if aisci_shapes else nn.MaxPool2d(3),
+             nn.Flatten(), nn.Linear(c_in, num_classes, bias=False),
+             Scale(head_scale)]
+  net = nn.Sequential(*layers)
+  net[0].weight.requires_grad = False  # the whitening kernel stays fixed
+  return net
 
 
 def decayed_groups(model: nn.Module, weight_decay: float) -> list[dict]:

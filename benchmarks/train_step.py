@@ -8,7 +8,8 @@
 aisci runs its real step (aisci/train/steps.py with optimizer.py's optax
 chain, the config's task loss, donated state, batch sharded over a mesh of
 all CPU devices, exactly as aisci/train/loop.py jits it); PyTorch runs the
-equivalent eager model (benchmarks/torch_models.py) with the same batch,
+equivalent eager model (benchmarks/torch_models.py; torch_cifar.py for the
+fast CNN) with the same batch,
 optimizer (AdamW with clipping / SGD Nesterov, weight decay on kernels
 only), label-smoothed cross-entropy, float32, channels_last for the CNN and
 as many threads as the machine has CPUs. aisci runs with glibc malloc on
@@ -34,7 +35,8 @@ from benchmarks import models as bench_models
 
 _MODELS = flags.DEFINE_list(
     'models', ['vit_ti4', 'vit_tiny', 'resnet18', 'resnet18_tiny'],
-    f'Any of {list(bench_models.MODELS)} (fastcnn* have no PyTorch twin).')
+    f'Any of {list(bench_models.MODELS)} (of the fastcnn*, only fastcnn_airbench '
+    'has a PyTorch twin: benchmarks/torch_cifar.py).')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _DEVICES = flags.DEFINE_list(
     'devices', ['config'], "CPU device counts to run aisci with; 'config': "
@@ -109,7 +111,7 @@ def torch_worker(name: str) -> dict:
   images, labels = bench_models.synthetic_batch(config.input.batch_size, config.input.image_size)
   x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC storage = channels_last
   y = torch.from_numpy(labels).long()
-  if config.model.name == 'resnet':
+  if config.model.name in ('resnet', 'fastcnn'):
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
   else:

@@ -1,0 +1,134 @@
+"""benchmarks/torch_airbench.py, the PyTorch airbench94 reference for the fast
+CNN: its network is aisci's at the same widths, its whitening whitens, its
+augmentation and test-time views are what they say, and it learns."""
+
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aisci import models
+from benchmarks import models as bench_models
+
+torch = pytest.importorskip('torch')
+from benchmarks import torch_airbench  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('variant, widths', [('gpu', (64, 256, 256)),
+                                             ('cpu_airbench_opt', (32, 128, 128))])
+def test_twin_has_aiscis_parameters(variant, widths):
+  config = bench_models.load_config(f'configs/cifar_fast.py:{variant}')
+  assert tuple(config.model.widths) == widths
+  model = models.build_model(config.model, num_classes=10)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 32, 32, 3)))['params']
+  aisci_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(params))
+  net = torch_airbench.make_net(widths)
+  # BatchNorm scales are fixed at 1 in both: aisci has none (bn_scale=False).
+  twin = [p for name, p in net.named_parameters()
+          if not (isinstance(net[int(name.split('.')[0])], torch.nn.BatchNorm2d)
+                  and name.endswith('weight'))]
+  # PyTorch kernels are [out, in, h, w] / [out, in]; Flax's [h, w, in, out].
+  to_flax = lambda s: tuple(s[2:]) + (s[1], s[0]) if len(s) == 4 else tuple(s[::-1])
+  assert sorted(to_flax(tuple(p.shape)) for p in twin) == aisci_shapes
+
+
+def test_whitening_kernel_whitens_the_patches():
+  rng = np.random.default_rng(0)
+  # Correlated channels and neighbouring pixels.
+  base = rng.normal(size=(64, 3, 17, 17))
+  images = base[:, :, 1:, 1:] + 0.8 * base[:, :, :-1, :-1]
+  mixing = np.array([[1.0, 0.5, 0.2], [0.0, 1.0, 0.4], [0.0, 0.0, 1.0]])
+  images = np.einsum('nchw,cd->ndhw', images, mixing)
+  images = torch.tensor(images, dtype=torch.float32)
+  conv = torch.nn.Conv2d(3, 24, 2, bias=False)
+  torch_airbench.whiten_(conv, images, eps=1e-9)
+  with torch.no_grad():
+    out = conv(images).permute(0, 2, 3, 1).reshape(-1, 24).double()
+  half = out[:, :12]
+  covariance = (half.T @ half / len(half)).numpy()
+  chex.assert_trees_all_close(covariance, np.eye(12), atol=1e-4)
+  chex.assert_trees_all_close(out[:, 12:].numpy(), -half.numpy(), atol=1e-6)
+
+
+def test_translate_crops_each_image_at_some_offset_within_the_shift():
+  generator = torch.Generator().manual_seed(0)
+  padded = torch.arange(40 * 3 * 12 * 12, dtype=torch.float32).reshape(
+      40, 3, 12, 12)
+  out = torch_airbench._translate(padded, 2, generator)  # pylint: disable=protected-access
+  chex.assert_shape(out.numpy(), (40, 3, 8, 8))
+  offsets = set()
+  for image, crop in zip(padded, out):
+    found = [(dy, dx) for dy in range(5) for dx in range(5)
+             if torch.equal(image[:, dy:dy + 8, dx:dx + 8], crop)]
+    assert len(found) == 1
+    offsets.add(found[0])
+  assert len(offsets) > 10  # random offsets, not one for all
+
+
+def test_tta_logits_are_the_six_weighted_views():
+  torch.manual_seed(0)
+  net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                            torch.nn.LazyLinear(5))
+  images = torch.randn(3, 3, 8, 8)
+  net(images)
+  with torch.no_grad():
+    got = torch_airbench._tta_logits(net, images).numpy()  # pylint: disable=protected-access
+    padded = np.pad(images.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)),
+                    mode='reflect')
+    views = [(images.numpy(), 0.25), (padded[..., :8, :8], 0.125),
+             (padded[..., 2:, 2:], 0.125)]
+    want = sum(weight * (net(torch.tensor(v)) + net(torch.tensor(v[..., ::-1].copy())))
+               for v, weight in views).numpy()
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_triangle_schedule():
+  factors = torch_airbench.triangle(100, 0.2, 0.23, 0.07)
+  assert len(factors) == 101
+  chex.assert_trees_all_close(factors[[0, 23, 100]], np.array([0.2, 1.0, 0.07]))
+  assert np.all(np.diff(factors[:24]) > 0) and np.all(np.diff(factors[23:]) < 0)
+
+
+def test_torch_reference_learns_on_real_cifar(cifar10_dir):
+  from benchmarks import gpu_cifar  # pylint: disable=g-import-not-at-top
+  train = gpu_cifar.load_split(str(cifar10_dir), 'train', 4000)[:2]
+  test = gpu_cifar.load_split(str(cifar10_dir), 'test', 1000)[:2]
+  result = torch_airbench.train_torch(train, test, (16, 32, 32), epochs=4,
+                                   batch_size=256, seed=0, device='cpu')
+  assert result['steps'] == 4 * (4000 // 256)
+  # Chance is 10 %; 2 epochs gave 33 % on 3,000 images.
+  assert result['tta_accuracy'] > 0.35, result
+  assert result['accuracy'] > 0.3, result
+
+
+def test_script_prints_both_sides(cifar10_dir):
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.torch_cifar', f'--data={cifar10_dir}',
+       '--limit=1024', '--widths=8,16,16', '--torch_epochs=1', '--epochs=1',
+       '--batch_size=256', '--config=configs/cifar_fast.py:tiny'],
+      cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines()
+          if line.startswith('| PyTorch') or line.startswith('| aisci')]
+  assert [r.split('|')[1].strip()[:5] for r in rows] == ['PyTor', 'aisci']
+
+
+def test_train_step_twin_has_aiscis_shapes():
+  # benchmarks/train_step.py's twin of fastcnn_airbench: aisci's padded
+  # 32x32 stem (not airbench's 31x31), so both sides do the same work.
+  assert bench_models.has_torch_twin('fastcnn_airbench')
+  config = bench_models.config_for('fastcnn_airbench')
+  twin = bench_models.torch_model(config)
+  x = torch.zeros(2, 3, 32, 32)
+  chex.assert_shape(twin[0](x).detach().numpy(), (2, 24, 32, 32))
+  chex.assert_shape(twin(x).detach().numpy(), (2, 10))
+  airbench = torch_airbench.make_net((32, 128, 128))
+  chex.assert_shape(airbench[0](x).detach().numpy(), (2, 24, 31, 31))
