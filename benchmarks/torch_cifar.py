@@ -35,7 +35,10 @@ folders are (benchmarks/gpu_cifar.py's load_split). Then aisci's `--config`
 (default configs/cifar_fast.py:gpu) is trained for each of `--epochs` on
 the same data and machine, as benchmarks/gpu_cifar.py trains it (its
 model, optax chain, batches made on the device), and shown in the same
-table (--noaisci: PyTorch only).
+table (--noaisci: PyTorch only). Each run is a fresh process (JAX's and
+PyTorch's thread pools do not share the cores well); aisci's runs with
+glibc malloc on huge pages where `python -m aisci.main` would
+(aisci/huge_pages.py), PyTorch's with the default malloc.
 
 Columns: train s is the training steps only (epoch augmentation included;
 decoding, whitening and evaluation apart); accuracy is on all 10,000 test
@@ -150,8 +153,11 @@ def main(argv):
               f'--limit={FLAGS.limit}', f'--widths={",".join(_WIDTHS.value)}',
               f'--batch_size={_BATCH.value}', f'--config={FLAGS.config}',
               f'--device={_DEVICE.value}', f'--threads={_THREADS.value}']
+      # aisci with glibc malloc on huge pages, as `python -m aisci.main`
+      # restarts itself where the machine gains from it (common.main_env).
       result = common.run_worker('benchmarks.torch_cifar', args,
-                                 timeout=4 * 3600)
+                                 env=common.main_env() if side == 'aisci'
+                                 else None, timeout=4 * 3600)
       results.append(result)
       plain = (f'{100 * result["accuracy"]:.2f} % plain, '
                if result['accuracy'] >= 0 else '')
