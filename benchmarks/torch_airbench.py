@@ -83,9 +83,9 @@ def _tta_logits(net, images):
 
 def train_torch(train, test, widths, epochs, batch_size, seed, device,
                 dtype_name='float32') -> dict:
-  """One run of the module docstring's recipe; train/test = (uint8 images
-  [n, h, w, 3], int labels [n]) numpy arrays. Returns accuracies and
-  seconds."""
+  """One run of the recipe (benchmarks/torch_cifar.py's docstring);
+  train/test = (uint8 images [n, h, w, 3], int labels [n]) numpy arrays.
+  Returns accuracies and seconds."""
   # pylint: disable=g-import-not-at-top
   import torch
   import torch.nn.functional as F
