@@ -48,10 +48,11 @@ if [[ $parts == *,cifar,* ]]; then
 fi
 if [[ $parts == *,torch,* ]]; then
   # airbench94 in PyTorch (float16, batch 1024) and aisci's gpu config, both
-  # on the JPEG copy: how much of the gap to 94 % is the data.
+  # on the JPEG copy: how much of the gap to 94 % is the data. TORCH_ARGS:
+  # e.g. "--limit=1024 --widths=8,16,16" for a quick check on a CPU.
   python3 -m benchmarks.torch_cifar --data="$data/cifar10-jpeg" \
     --torch_epochs="${TORCH_EPOCHS:-9.9,20}" --epochs="${CIFAR_EPOCHS:-10,20}" \
-    --seeds="${CIFAR_SEEDS:-0}" 2>&1 | tee "$out/torch_cifar.txt"
+    --seeds="${CIFAR_SEEDS:-0}" ${TORCH_ARGS:-} 2>&1 | tee "$out/torch_cifar.txt"
 fi
 if [[ $parts == *,main,* ]]; then
   python3 -m aisci.main --config=configs/cifar_fast.py:gpu \
