@@ -10,8 +10,9 @@ Each run is a new Python process that does what `aisci.main` does before
 its first step: import aisci and TensorFlow (which a tf.data input pipeline
 imports when it is built; not with --on_device, as with
 config.input.on_device=True), split the CPU into the config's
-`cpu_devices` (or `--devices`), enable the cache, build and jit-initialise the state and run one train step (synthetic batch, so
-that decoding data does not hide compilation). Three runs per model: cache
+`cpu_devices` (or `--devices`), enable the cache, build and jit-initialise
+the state and run one train step (synthetic batch, so that decoding data
+does not hide compilation). Three runs per model: cache
 off; cache on but empty (compiles and writes it); cache on and filled by the
 previous run (the second start-up of the same experiment).
 """

@@ -124,12 +124,10 @@ def train_torch(train, test, widths, epochs, batch_size, seed, device,
   lr = HYPER['lr'] / kilostep
   decay = HYPER['weight_decay'] * batch_size / kilostep
   lr_bias = lr * HYPER['bias_lr_mult']
-  biases = [p for name, p in net.named_parameters()
-            if p.requires_grad and isinstance(
-                net[int(name.split('.')[0])], nn.BatchNorm2d)]
-  ids = {id(p) for p in biases}
+  # BatchNorm weights are frozen (requires_grad False): only biases train.
+  biases = [m.bias for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
   others = [p for p in net.parameters() if p.requires_grad
-            and id(p) not in ids]
+            and not any(p is b for b in biases)]
   optimizer = torch.optim.SGD(
       [dict(params=biases, lr=lr_bias, weight_decay=decay / lr_bias),
        dict(params=others, lr=lr, weight_decay=decay / lr)],

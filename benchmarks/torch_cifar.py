@@ -7,7 +7,7 @@ accuracy, measured in the same run.
   python -m benchmarks.torch_cifar --torch_epochs=9.9,20 --epochs=10,20  # GPU
 
 The network and recipe are airbench94's (Keller Jordan, cifar10-airbench;
-Page's ResNet-9 before it), written out here from its description:
+Page's ResNet-9 before it), rewritten here from its published recipe:
 
   network   a frozen 2x2 patch-whitening conv (its kernel the whitening
             transform of 5,000 training images' patches, +/- copies; its bias
@@ -122,7 +122,7 @@ def aisci_worker(epochs: float, seed: int) -> dict:
   result = gpu_cifar.run(config, train, test)
   # aisci's evaluation applies the config's test-time views; no plain figure.
   device = jax.devices()[0]
-  return dict(result, tta_accuracy=result['accuracy'], accuracy=-1.0,
+  return dict(result, tta_accuracy=result['accuracy'], accuracy=None,
               decode_s=decode_s, train_size=len(train[1]),
               test_size=len(test[1]),
               side=(f'jax {jax.__version__}, {config.dtype}, '
@@ -160,20 +160,21 @@ def main(argv):
                                  else None, timeout=4 * 3600)
       results.append(result)
       plain = (f'{100 * result["accuracy"]:.2f} % plain, '
-               if result['accuracy'] >= 0 else '')
+               if result['accuracy'] is not None else '')
       print(f'#   {side} {epochs:g} epochs ({result["steps"]} steps) seed '
             f'{seed} [{result["side"]}]: {plain}'
             f'{100 * result["tta_accuracy"]:.2f} % with TTA; train '
             f'{result["train_s"]:.1f} s, eval {result["eval_s"]:.1f} s; '
             f'{result["train_size"]} / {result["test_size"]} images decoded '
             f'in {result["decode_s"]:.1f} s; load {common.load()}', flush=True)
-    plain = [100 * r['accuracy'] for r in results]
+    plain = [100 * r['accuracy'] for r in results
+             if r['accuracy'] is not None]
     tta = [100 * r['tta_accuracy'] for r in results]
     train_s = statistics.median(r['train_s'] for r in results)
     name = ('PyTorch (airbench94 recipe)' if side == 'torch'
             else f'aisci {FLAGS.config}')
     rows.append([name, f'{epochs:g}', results[0]['steps'], len(results),
-                 f'{statistics.fmean(plain):.2f}' if plain[0] >= 0 else '-',
+                 f'{statistics.fmean(plain):.2f}' if plain else '-',
                  f'{statistics.fmean(tta):.2f}',
                  f'{min(tta):.2f}-{max(tta):.2f}', f'{train_s:.1f}',
                  f'{results[0]["train_size"] * epochs / train_s:,.0f}'])

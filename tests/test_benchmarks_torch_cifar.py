@@ -32,9 +32,10 @@ def test_twin_has_aiscis_parameters(variant, widths):
   aisci_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(params))
   net = torch_airbench.make_net(widths)
   # BatchNorm scales are fixed at 1 in both: aisci has none (bn_scale=False).
-  twin = [p for name, p in net.named_parameters()
-          if not (isinstance(net[int(name.split('.')[0])], torch.nn.BatchNorm2d)
-                  and name.endswith('weight'))]
+  bn_scales = [m.weight for m in net.modules()
+               if isinstance(m, torch.nn.BatchNorm2d)]
+  twin = [p for p in net.parameters()
+          if not any(p is scale for scale in bn_scales)]
   # PyTorch kernels are [out, in, h, w] / [out, in]; Flax's [h, w, in, out].
   to_flax = lambda s: tuple(s[2:]) + (s[1], s[0]) if len(s) == 4 else tuple(s[::-1])
   assert sorted(to_flax(tuple(p.shape)) for p in twin) == aisci_shapes
@@ -104,7 +105,8 @@ def test_torch_reference_learns_on_real_cifar(cifar10_dir):
   result = torch_airbench.train_torch(train, test, (16, 32, 32), epochs=4,
                                    batch_size=256, seed=0, device='cpu')
   assert result['steps'] == 4 * (4000 // 256)
-  # Chance is 10 %; 2 epochs gave 33 % on 3,000 images.
+  # Chance is 10 %; this run measured 39.6 % with the views, 38.8 % plain
+  # (2026-12-05, 2 CPUs).
   assert result['tta_accuracy'] > 0.35, result
   assert result['accuracy'] > 0.3, result
 
