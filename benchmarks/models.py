@@ -52,6 +52,10 @@ MODELS = {
     'fastcnn_airbench': ('configs/cifar_fast.py:cpu_airbench_opt', {},
                          'FastCNN 32/128/128, whitened stem '
                          '(cifar_fast.py:cpu_airbench_opt)'),
+    'fastcnn_airbench_valid': ('configs/cifar_fast.py:cpu_airbench_opt',
+                               dict(model=dict(stem_padding='VALID')),
+                               'FastCNN 32/128/128, whitened stem unpadded '
+                               "(airbench's 31x31)"),
     'fastcnn_tiny': ('configs/cifar_fast.py:tiny', {},
                      'FastCNN 16/32/32 (cifar_fast.py:tiny)'),
 }
@@ -278,7 +282,8 @@ def torch_model(config: ml_collections.ConfigDict,
   if m.name == 'resnet' and m.depth == 18 and m.stem == 'cifar':
     return torch_models.ResNet18(num_classes=num_classes, width=m.width)
   if _airbench_fastcnn(m):
-    return torch_models.airbench_net(m.widths, num_classes, aisci_shapes=True,
+    return torch_models.airbench_net(m.widths, num_classes,
+                                     aisci_shapes=m.stem_padding == 'SAME',
                                      bn_momentum=m.bn_momentum,
                                      head_scale=m.head_scale)
   raise ValueError(f'No PyTorch twin for model {m.to_dict()}.')

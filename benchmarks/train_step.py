@@ -35,8 +35,9 @@ from benchmarks import models as bench_models
 
 _MODELS = flags.DEFINE_list(
     'models', ['vit_ti4', 'vit_tiny', 'resnet18', 'resnet18_tiny'],
-    f'Any of {list(bench_models.MODELS)} (of the fastcnn*, only fastcnn_airbench '
-    'has a PyTorch twin: benchmarks/torch_cifar.py).')
+    f'Any of {list(bench_models.MODELS)} (of the fastcnn*, only '
+    'fastcnn_airbench and fastcnn_airbench_valid have a PyTorch twin: '
+    "airbench's network, benchmarks/torch_models.py).")
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _DEVICES = flags.DEFINE_list(
     'devices', ['config'], "CPU device counts to run aisci with; 'config': "

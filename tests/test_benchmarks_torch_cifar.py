@@ -134,3 +134,60 @@ def test_train_step_twin_has_aiscis_shapes():
   chex.assert_shape(twin(x).detach().numpy(), (2, 10))
   airbench = torch_airbench.make_net((32, 128, 128))
   chex.assert_shape(airbench[0](x).detach().numpy(), (2, 24, 31, 31))
+  # fastcnn_airbench_valid is aisci at airbench's own shapes: so is its twin.
+  config = bench_models.config_for('fastcnn_airbench_valid')
+  assert config.model.stem_padding == 'VALID'
+  twin = bench_models.torch_model(config)
+  chex.assert_shape(twin[0](x).detach().numpy(), (2, 24, 31, 31))
+
+
+@pytest.mark.parametrize('stem_padding, aisci_shapes',
+                         [('VALID', False), ('SAME', True)])
+def test_fastcnn_computes_what_the_torch_network_computes(stem_padding,
+                                                          aisci_shapes):
+  # The same weights and BatchNorm statistics in both: equal logits. VALID is
+  # airbench's unpadded stem (31/15/7/3 pixels, pools dropping the odd row),
+  # SAME the padded one that benchmarks/train_step.py's twin copies.
+  from aisci.models import fastcnn  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  widths = (8, 16, 16)
+  torch.manual_seed(0)
+  net = torch_models.airbench_net(widths, aisci_shapes=aisci_shapes).eval()
+  norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+  convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+  with torch.no_grad():
+    for m in norms:  # trained-looking statistics, far from eps
+      m.bias.uniform_(-0.5, 0.5)
+      m.running_mean.uniform_(-0.3, 0.3)
+      m.running_var.uniform_(0.5, 2.0)
+    convs[0].weight.normal_()
+    convs[0].bias.uniform_(-0.5, 0.5)
+  model = fastcnn.FastCNN(
+      num_classes=10, stem='whiten', stem_width=24, stem_padding=stem_padding,
+      widths=widths, bn_scale=False, identity_init=True, tta_flip=False)
+  hwio = lambda w: jnp.asarray(w.detach().numpy().transpose(2, 3, 1, 0))
+  params = {'stem_conv': {'kernel': hwio(convs[0].weight),
+                          'bias': jnp.asarray(convs[0].bias.detach().numpy())},
+            'head': {'kernel': jnp.asarray(net[-2].weight.detach().numpy().T)}}
+  stats = {}
+  for i in range(len(widths)):
+    group = f'group{i + 1}'
+    params[group], stats[group] = {}, {}
+    for j in (1, 2):
+      conv_layer, norm = convs[1 + 2 * i + j - 1], norms[2 * i + j - 1]
+      params[group][f'conv{j}'] = {'kernel': hwio(conv_layer.weight)}
+      params[group][f'bn{j}'] = {'bias': jnp.asarray(norm.bias.detach().numpy())}
+      stats[group][f'bn{j}'] = {
+          'mean': jnp.asarray(norm.running_mean.numpy()),
+          'var': jnp.asarray(norm.running_var.numpy())}
+  images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+  variables = {'params': params, 'batch_stats': stats}
+  chex.assert_trees_all_equal_shapes(
+      jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(images)),
+      variables)
+  got = model.apply(variables, jnp.asarray(images), train=False)
+  with torch.no_grad():
+    want = net(torch.tensor(images.transpose(0, 3, 1, 2))).numpy()
+  chex.assert_shape(got, (4, 10))
+  # BatchNorm's eps: 1e-5 in aisci, 1e-12 in airbench.
+  chex.assert_trees_all_close(got, want, rtol=1e-3, atol=1e-4)

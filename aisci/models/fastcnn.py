@@ -26,7 +26,8 @@ from aisci.models import tta
 
 
 def max_pool_2x2(x):
-  """[batch, h, w, c] -> [batch, h // 2, w // 2, c], max of each 2x2 block.
+  """[batch, h, w, c] -> [batch, h // 2, w // 2, c], max of each 2x2 block
+  (an odd last row or column is dropped, as PyTorch's MaxPool2d(2) does).
 
   The same values as nn.max_pool(x, (2, 2), strides=(2, 2)), but a reshape
   and a reduction: its gradient is elementwise, while nn.max_pool's is a
@@ -36,6 +37,8 @@ def max_pool_2x2(x):
   to one of them.
   """
   n, h, w, c = x.shape
+  if h % 2 or w % 2:
+    x = x[:, :h - h % 2, :w - w % 2]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
@@ -98,6 +101,11 @@ class FastCNN(nn.Module):
     stem: 'conv' (3x3 conv, BN, GELU) or 'whiten' (2x2 conv with bias,
       GELU; config.init.whiten_layer='stem_conv' sets its kernel to the
       whitening transform of the training images' 2x2 patches).
+    stem_padding: padding of the 'whiten' stem's 2x2 conv. 'SAME' pads one
+      row and column at the far edges (32x32 stays 32x32); 'VALID' is
+      airbench's unpadded conv (32 -> 31, so the groups see 31/15/7 pixels
+      instead of 32/16/8: 1/1.22 of the multiply-adds; the pools drop the
+      odd row and column).
     stem_width: channels of the stem (full resolution); with 'whiten' it
       must be 2 * 2 * 2 * channels (each eigenvector and its negative).
     widths: channels of each ConvGroup; each halves the resolution, so the
@@ -122,6 +130,7 @@ class FastCNN(nn.Module):
   """
   num_classes: int
   stem: str = 'conv'
+  stem_padding: str = 'SAME'
   stem_width: int = 32
   widths: Sequence[int] = (64, 256, 256)
   residual: bool = False
@@ -135,8 +144,22 @@ class FastCNN(nn.Module):
 
   def features(self, images, *, train: bool):
     _, h, w, _ = images.shape
+    if self.stem_padding not in ('SAME', 'VALID'):
+      raise ValueError(f'Unknown config.model.stem_padding '
+                       f"{self.stem_padding!r} of fastcnn; known: 'SAME', "
+                       "'VALID'.")
+    if self.stem_padding == 'VALID' and self.stem != 'whiten':
+      raise ValueError("config.model.stem_padding='VALID' is for "
+                       "stem='whiten' (airbench's unpadded 2x2 conv); the "
+                       f"{self.stem!r} stem is always padded.")
     factor = 2**len(self.widths)
-    if h % factor or w % factor:
+    if self.stem_padding == 'VALID':  # Pools floor: only too small fails.
+      if min(h, w) - 1 < factor:
+        raise ValueError(
+            f'Image size {h}x{w} is too small for the unpadded stem and '
+            f'{len(self.widths)} groups (each halves it): change '
+            'config.input.image_size or config.model.widths.')
+    elif h % factor or w % factor:
       raise ValueError(
           f'Image size {h}x{w} is not divisible by {factor} (FastCNN halves '
           f'it in each of its {len(self.widths)} groups): change '
@@ -157,9 +180,8 @@ class FastCNN(nn.Module):
             f'patches and one per its negative: {whitened} for '
             f'{images.shape[-1]}-channel images, not stem_width='
             f'{self.stem_width}; set config.model.stem_width={whitened}.')
-      # SAME pads one row and column at the far edges, keeping the side
-      # divisible (airbench's unpadded 2x2 conv makes 32 -> 31).
-      x = conv.Conv(self.stem_width, (2, 2), padding='SAME', use_bias=True,
+      x = conv.Conv(self.stem_width, (2, 2), padding=self.stem_padding,
+                    use_bias=True,
                     dtype=self.dtype,
                     name='stem_conv')(images.astype(self.dtype))
     else:

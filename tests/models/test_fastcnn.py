@@ -161,6 +161,36 @@ def test_bn_scale_false_fixes_the_scales_at_one():
                               without.apply(fixed, x), rtol=1e-5, atol=1e-6)
 
 
+def test_max_pool_2x2_drops_an_odd_row_and_column_as_torch_does():
+  x = images(2, 7)
+  pooled = fastcnn.max_pool_2x2(x)
+  chex.assert_shape(pooled, (2, 3, 3, 3))
+  np.testing.assert_array_equal(
+      pooled, nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID'))
+
+
+def test_unpadded_whitening_stem_gives_airbench_sizes():
+  # 32 -> 31 (2x2 conv, no padding) -> 15 -> 7 -> 3: the pools floor.
+  model = FastCNN(num_classes=10, stem='whiten', stem_width=24,
+                  stem_padding='VALID', widths=(8, 16, 16))
+  x = jnp.zeros((1, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  _, state = model.apply(variables, x, train=True, mutable=['intermediates',
+                                                            'batch_stats'],
+                         capture_intermediates=True)
+  sizes = [state['intermediates'][f'group{i}']['__call__'][0].shape[1]
+           for i in (1, 2, 3)]
+  assert sizes == [15, 7, 3]
+  assert state['intermediates']['stem_conv']['__call__'][0].shape[1] == 31
+  with pytest.raises(ValueError, match='too small for the unpadded stem'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+  with pytest.raises(ValueError, match="is for stem='whiten'"):
+    small(stem_padding='VALID').init(jax.random.PRNGKey(0), images())
+  with pytest.raises(ValueError, match="stem_padding 'valid'"):
+    FastCNN(num_classes=10, stem='whiten', stem_width=24, stem_padding='valid',
+            widths=(8,)).init(jax.random.PRNGKey(0), x)
+
+
 def test_image_size_must_divide_by_the_pooling():
   with pytest.raises(ValueError, match='not divisible by 4'):
     small().init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
