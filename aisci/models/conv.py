@@ -1,8 +1,9 @@
 """2-D convolution tuned for XLA:CPU: 3x3 stride-1 layers as Winograd
 F(4x4, 3x3) or F(2x2, 3x3) (`aisci/models/winograd.py`), the other layers
-with a weight gradient that is one matrix product over image patches;
-their forward pass and input gradient, and everything on other backends,
-are XLA's own convolution.
+with a weight gradient that is one matrix product over image patches, and
+image stems (patches of at most PATCH_FORWARD_MAX_DEPTH values) entirely as
+that product; the other forward passes and input gradients, and
+everything on other backends, are XLA's own convolution.
 
 Why: XLA:CPU's convolutions (Eigen) are slow on the layer shapes of small
 CIFAR networks. Measured 2026-12-02 on 2 cores (AMD EPYC, AVX2; `python -m
@@ -79,6 +80,18 @@ WINOGRAD_TILE4_MAX_CHANNELS = 128
 # False keeps XLA's direct convolution on CPU (the benchmarks' A/B); read
 # when a step is traced.
 WINOGRAD_ON_CPU = True
+# Where the forward pass on CPU is one matrix product over image patches
+# [batch * ho * wo, kh * kw * c_in] @ [kh * kw * c_in, c_out]: layers whose
+# patch is at most this deep, the image stems with 1-3 input channels, where
+# XLA's convolution reads a few channels at a time (the fast CNN's 2x2
+# whitening stem, 3 -> 24 channels at 32x32, batch 512, one device: 84 ms
+# forward with GELU through XLA's convolution, 46 ms as patches; the whole
+# fast CNN step 1.08-1.11x faster, ResNet-18 tiny's 1.00-1.04x, ViT tiny's
+# conv stem level: benchmarks/README.md). Its gradients are those of the
+# slices and the product.
+PATCH_FORWARD_MAX_DEPTH = 32
+# False keeps XLA's forward pass on CPU for those layers too (the A/B).
+PATCH_FORWARD_ON_CPU = True
 _XLA_ONLY = False  # set by xla_convolutions()
 
 
@@ -108,6 +121,24 @@ def _xla_conv(x, w, strides, pads, precision):
                                   precision=precision)
 
 
+def _pad(x, pads):
+  return lax.pad(x, jnp.zeros((), x.dtype),
+                 ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+
+
+def _windows(xp, kernel_size, strides, r0: int, r1: int, wo: int):
+  """Output rows r0..r1-1's input windows from the padded input xp:
+  [batch, r1 - r0, wo, kh * kw * c], (i, j, channel) in HWIO row order."""
+  kh, kw = kernel_size
+  sh, sw = strides
+  n, _, _, c = xp.shape
+  return jnp.concatenate(
+      [lax.slice(xp, (0, r0 * sh + i, j, 0),
+                 (n, (r1 - 1) * sh + i + 1, (wo - 1) * sw + j + 1, c),
+                 (1, sh, sw, 1)) for i in range(kh) for j in range(kw)],
+      axis=-1)
+
+
 def weight_grad_patches(x, g, kernel_size: Sequence[int],
                         strides: Sequence[int],
                         pads: Sequence[tuple[int, int]],
@@ -118,24 +149,42 @@ def weight_grad_patches(x, g, kernel_size: Sequence[int],
   Returns [kh, kw, c_in, c_out] in x's dtype.
   """
   kh, kw = kernel_size
-  sh, sw = strides
   n, _, _, c = x.shape
   _, ho, wo, o = g.shape
-  xp = lax.pad(x, jnp.zeros((), x.dtype),
-               ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  xp = _pad(x, pads)
   rows = max(1, min(ho, MAX_PATCH_ELEMENTS // max(1, n * wo * kh * kw * c)))
   total = None
   for r0 in range(0, ho, rows):  # row bands of the output
     r1 = min(ho, r0 + rows)
-    band = [lax.slice(xp, (0, r0 * sh + i, j, 0),
-                      (n, (r1 - 1) * sh + i + 1, (wo - 1) * sw + j + 1, c),
-                      (1, sh, sw, 1))
-            for i in range(kh) for j in range(kw)]
-    patches = jnp.concatenate(band, axis=-1).reshape(-1, kh * kw * c)
+    patches = _windows(xp, kernel_size, strides, r0, r1, wo).reshape(
+        -1, kh * kw * c)
     part = jnp.dot(patches.T, g[:, r0:r1].reshape(-1, o), precision=precision,
                    preferred_element_type=jnp.float32)
     total = part if total is None else total + part
   return total.astype(x.dtype).reshape(kh, kw, c, o)
+
+
+def image_patches(x, kernel_size: Sequence[int], strides: Sequence[int],
+                  pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """[batch, h, w, c] -> [batch, ho, wo, kh * kw * c]: each output pixel's
+  input window, (i, j, channel) in the order of an HWIO kernel's rows."""
+  kh, kw = kernel_size
+  _, h, w, _ = x.shape
+  ho = (h + sum(pads[0]) - kh) // strides[0] + 1
+  wo = (w + sum(pads[1]) - kw) // strides[1] + 1
+  return _windows(_pad(x, pads), kernel_size, strides, 0, ho, wo)
+
+
+def use_patch_forward(w_shape) -> bool:
+  """Whether the forward pass on CPU is a product over patches (see above)."""
+  return (PATCH_FORWARD_ON_CPU
+          and math.prod(w_shape[:3]) <= PATCH_FORWARD_MAX_DEPTH)
+
+
+def _patch_conv(x, w, strides, pads, precision):
+  kh, kw, c, o = w.shape
+  patches = image_patches(x, (kh, kw), strides, pads)
+  return jnp.dot(patches, w.reshape(kh * kw * c, o), precision=precision)
 
 
 def use_patches(x_shape, g_shape, w_shape, strides) -> bool:
@@ -227,6 +276,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding,
                                     dimension_numbers=dimension_numbers,
                                     precision=precision)
   strides = tuple(int(s) for s in window_strides)
+  if use_patch_forward(rhs.shape):
+    return lax.platform_dependent(
+        lhs, rhs,
+        cpu=lambda x, w: _patch_conv(x, w, strides, pads, precision),
+        default=lambda x, w: _conv(x, w, strides, pads, precision))
   if use_winograd(lhs.shape, rhs.shape, strides, pads,
                   jnp.result_type(lhs, rhs)):
     tile = winograd_tile(rhs.shape)

@@ -117,6 +117,54 @@ def test_other_platforms_keep_xlas_weight_gradient(monkeypatch):
   assert convolutions == {'cpu': 1, 'cuda': 2}, convolutions
 
 
+STEM_CASES = [  # input shape, kernel, strides, padding: patches <= 32 deep
+    ((2, 9, 8, 3), (2, 2), (1, 1), 'SAME'),  # the fast CNN's whitening stem
+    ((2, 9, 8, 3), (2, 2), (1, 1), 'VALID'),
+    ((2, 9, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),  # ViT conv stem
+    ((2, 7, 6, 1), (3, 3), (1, 1), 'SAME'),  # a grey-scale U-Net
+]
+
+
+@pytest.mark.parametrize('shape,kernel,strides,padding', STEM_CASES)
+def test_stem_forward_as_patches_matches_lax(shape, kernel, strides, padding):
+  x, w = _inputs(shape, kernel, seed=7)
+  assert conv.use_patch_forward(w.shape)
+  forward = lambda fn: jax.jit(lambda x, w: fn(
+      x, w, strides, padding, dimension_numbers=NHWC))(x, w)
+  chex.assert_trees_all_close(forward(conv.conv_general_dilated),
+                              forward(lax.conv_general_dilated),
+                              rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(
+      _grads(conv.conv_general_dilated, x, w, strides, padding),
+      _grads(lax.conv_general_dilated, x, w, strides, padding),
+      rtol=1e-5, atol=1e-5)
+
+
+def test_image_patches_are_the_windows():
+  x = jnp.arange(2 * 5 * 4 * 3, dtype=jnp.float32).reshape(2, 5, 4, 3)
+  got = conv.image_patches(x, (2, 3), (2, 1), ((1, 0), (1, 1)))
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 0), (1, 1), (0, 0)))
+  chex.assert_shape(got, (2, 3, 4, 18))
+  for r, c in [(0, 0), (1, 2), (2, 3)]:
+    window = padded[:, 2 * r:2 * r + 2, c:c + 3]  # [2, kh, kw, c_in]
+    np.testing.assert_array_equal(got[:, r, c], window.reshape(2, -1))
+
+
+def test_cpu_program_takes_a_stem_without_a_convolution(monkeypatch):
+  x, w = _inputs((4, 16, 16, 3), (2, 2))
+  def count(on):
+    monkeypatch.setattr(conv, 'PATCH_FORWARD_ON_CPU', on)
+    step = jax.jit(jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
+        x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2)))
+    return step.lower(w).compile().as_text().count(' convolution(')
+  assert count(True) == 0
+  assert count(False) >= 1
+  monkeypatch.setattr(conv, 'PATCH_FORWARD_ON_CPU', True)
+  exported = jax.export.export(jax.jit(lambda w: conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=NHWC)), platforms=['cuda'])(w)
+  assert exported.mlir_module().count('stablehlo.convolution') == 1
+
+
 @pytest.mark.parametrize('kwargs', [dict(rhs_dilation=(2, 2)),
                                     dict(lhs_dilation=(2, 1)),
                                     dict(feature_group_count=2)])
@@ -149,8 +197,10 @@ def test_conv_module_is_nn_conv_with_the_same_parameters():
   flax_own = Net(nn.Conv).init(jax.random.PRNGKey(1), x)
   chex.assert_trees_all_equal(ours, flax_own)  # names, shapes and init
   assert set(ours['params']) == {'Conv_0', 'Conv_1'}
+  # Both layers are patch products on CPU (27 and 8 values per patch): the
+  # same sums in another order.
   chex.assert_trees_all_close(Net(conv.Conv).apply(ours, x),
-                              Net(nn.Conv).apply(ours, x), rtol=1e-6)
+                              Net(nn.Conv).apply(ours, x), rtol=1e-5, atol=1e-5)
 
 
 def test_resnet_block_gradients_with_and_without_patches(monkeypatch):
