@@ -88,7 +88,8 @@ WINOGRAD_ON_CPU = True
 # forward with GELU through XLA's convolution, 46 ms as patches; the whole
 # fast CNN step 1.08-1.11x faster, ResNet-18 tiny's 1.00-1.04x, ViT tiny's
 # conv stem level: benchmarks/README.md). Its gradients are those of the
-# slices and the product.
+# slices and the product; the patches, kh * kw times the input's size, are
+# kept for the weight gradient (the fast CNN's: 25 MB at batch 512).
 PATCH_FORWARD_MAX_DEPTH = 32
 # False keeps XLA's forward pass on CPU for those layers too (the A/B).
 PATCH_FORWARD_ON_CPU = True
