@@ -153,13 +153,13 @@ class FastCNN(nn.Module):
                        "stem='whiten' (airbench's unpadded 2x2 conv); the "
                        f"{self.stem!r} stem is always padded.")
     factor = 2**len(self.widths)
-    if self.stem_padding == 'VALID':  # Pools floor: only too small fails.
-      if min(h, w) - 1 < factor:
-        raise ValueError(
-            f'Image size {h}x{w} is too small for the unpadded stem and '
-            f'{len(self.widths)} groups (each halves it): change '
-            'config.input.image_size or config.model.widths.')
-    elif h % factor or w % factor:
+    # Unpadded, the pools floor: only a side too small for them fails.
+    if self.stem_padding == 'VALID' and min(h, w) - 1 < factor:
+      raise ValueError(
+          f'Image size {h}x{w} is too small for the unpadded stem and '
+          f'{len(self.widths)} groups (each halves it): change '
+          'config.input.image_size or config.model.widths.')
+    if self.stem_padding == 'SAME' and (h % factor or w % factor):
       raise ValueError(
           f'Image size {h}x{w} is not divisible by {factor} (FastCNN halves '
           f'it in each of its {len(self.widths)} groups): change '
