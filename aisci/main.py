@@ -14,6 +14,10 @@ if __name__ == '__main__':
   # only at process start (aisci/huge_pages.py).
   from aisci import huge_pages  # pylint: disable=g-import-not-at-top
   huge_pages.restart_with_huge_pages()
+  # Before the heavy imports, whose objects the collector would walk again
+  # and again; the loop resumes it (aisci/gc_pause.py).
+  from aisci import gc_pause  # pylint: disable=g-import-not-at-top
+  gc_pause.pause()
 
 # Quiet TensorFlow's C++ start-up chatter; it only runs the input pipeline.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')

@@ -12,7 +12,8 @@ imports when it is built; not with --on_device, as with
 config.input.on_device=True), split the CPU into the config's
 `cpu_devices` (or `--devices`), enable the cache, build and jit-initialise
 the state and run one train step (synthetic batch, so that decoding data
-does not hide compilation). Three runs per model: cache
+does not hide compilation), with Python's garbage collector paused as
+aisci.main pauses it (aisci/gc_pause.py; AISCI_GC_PAUSE=0: not). Three runs per model: cache
 off; cache on but empty (compiles and writes it); cache on and filled by the
 previous run (the second start-up of the same experiment).
 """
@@ -50,6 +51,8 @@ def worker() -> dict:
   """One start-up; wall and CPU seconds of each phase (CPU: all threads)."""
   marks = [(time.perf_counter(), common.cpu_seconds())]
   # pylint: disable=g-import-not-at-top
+  from aisci import gc_pause  # as aisci.main: collector off until compiled
+  gc_pause.pause()
   import jax
   jax.config.update('jax_num_cpu_devices', _DEVICES.value)
   from aisci import compile_cache
@@ -66,6 +69,7 @@ def worker() -> dict:
   marks.append((time.perf_counter(), common.cpu_seconds()))
   jax.block_until_ready(train_step(state, batch))
   marks.append((time.perf_counter(), common.cpu_seconds()))
+  gc_pause.resume()
   wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
   cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
   return dict(import_s=wall[0], init_s=wall[1], first_step_s=wall[2],

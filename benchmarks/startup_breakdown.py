@@ -7,7 +7,9 @@ Imports (each library alone, in the order aisci.main loads them), then
 building and jitting init and the train step (benchmarks/models.py, as
 aisci/train/loop.py does) with JAX's persistent compilation cache in
 --cache_dir (lowering always runs; compiling is a cache load when warm),
-then the first and second executed steps. Complements
+then the first and second executed steps; Python's garbage collector
+paused until then, as aisci.main pauses it (aisci/gc_pause.py;
+AISCI_GC_PAUSE=0: not). Complements
 benchmarks/startup.py, which times whole fresh processes.
 """
 
@@ -21,6 +23,8 @@ def _mark(name):
 
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
+from aisci import gc_pause  # noqa: E402
+gc_pause.pause()  # as aisci.main does (AISCI_GC_PAUSE=0: not)
 import numpy  # noqa: E402,F401
 _mark('import numpy')
 import jax  # noqa: E402
@@ -77,6 +81,7 @@ def main(argv):
   _mark('step: first run')
   jax.block_until_ready(compiled(state, batch))
   _mark('step: second run')
+  gc_pause.resume()
   print(f'# {_MODEL.value}, batch {_BATCH.value}, {_DEVICES.value} CPU devices, '
         f'{"warm" if warm else "cold"} cache {_CACHE_DIR.value}; '
         f'{os.environ.get("GLIBC_TUNABLES", "default malloc")}')

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from aisci import data
+from aisci import gc_pause
 from aisci import models
 from aisci import report as report_lib
 from aisci import tasks
@@ -338,6 +339,10 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
         config.get('grad_accum_steps', 1))
     if memory_line and process_index == 0:
       logging.info('%s', memory_line)
+  frozen = gc_pause.resume()  # start-up is over (aisci/gc_pause.py)
+  if frozen:
+    logging.info('Garbage collector back on; %d start-up objects frozen.',
+                 frozen)
   try:
     pending_metrics = []
     for step in range(start_step, end_step):
