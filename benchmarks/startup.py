@@ -10,7 +10,9 @@ Each run is a new Python process that does what `aisci.main` does before
 its first step: import aisci and TensorFlow (which a tf.data input pipeline
 imports when it is built; not with --on_device, as with
 config.input.on_device=True), split the CPU into the config's
-`cpu_devices` (or `--devices`), enable the cache, build and jit-initialise
+`cpu_devices` (or `--devices`), enable the cache, compile the initial
+state's program on a worker thread while the train step is compiled (as
+aisci/train/loop.py does, aisci/train/background_compile.py), initialise
 the state and run one train step (synthetic batch, so that decoding data
 does not hide compilation), with Python's garbage collector paused as
 aisci.main pauses it (aisci/gc_pause.py; AISCI_GC_PAUSE=0: not). Three runs per model: cache
@@ -40,6 +42,10 @@ _ON_DEVICE = flags.DEFINE_bool(
     'on_device', False, 'Time a run whose batches are made on the devices '
     '(config.input.on_device=True): TensorFlow is not imported. Default: it '
     'is, as a tf.data pipeline imports it before the first step.')
+_GRAD_ACCUM = flags.DEFINE_integer(
+    'grad_accum_steps', None, "Micro-batches per step, as config."
+    "grad_accum_steps (configs/vit_cifar.py suggests 4 for ViT-Ti/4 on a "
+    "CPU); default: the model's config.")
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each kind (median).')
 # Internal: one start-up, in this process.
 _WORKER = flags.DEFINE_bool('worker', False, 'Internal.')
@@ -57,23 +63,28 @@ def worker() -> dict:
   jax.config.update('jax_num_cpu_devices', _DEVICES.value)
   from aisci import compile_cache
   from aisci import tf_import
+  from aisci.train import background_compile
   from aisci.train import loop  # noqa: F401  (what aisci.main imports)
   # pylint: enable=g-import-not-at-top
   if not _ON_DEVICE.value:
     tf_import.load()
   compile_cache.enable(_CACHE_DIR.value)
   marks.append((time.perf_counter(), common.cpu_seconds()))
-  train_step, state, batch = bench_models.aisci_train_step(_MODEL.value,
-                                                           _BATCH.value)
-  jax.block_until_ready(state)
+  # As aisci/train/loop.py: init compiled on a worker thread while the
+  # step is traced and compiled for the abstract state, then init run.
+  init, rng, train_step, batch = bench_models.aisci_jitted(
+      _MODEL.value, _BATCH.value, _GRAD_ACCUM.value)
+  init_compiled = background_compile.start(init, rng)
+  train_step = train_step.lower(jax.eval_shape(init, rng), batch).compile()
+  state = jax.block_until_ready(init_compiled.result()(rng))
   marks.append((time.perf_counter(), common.cpu_seconds()))
   jax.block_until_ready(train_step(state, batch))
   marks.append((time.perf_counter(), common.cpu_seconds()))
   gc_pause.resume()
   wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
   cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
-  return dict(import_s=wall[0], init_s=wall[1], first_step_s=wall[2],
-              cpu_import_s=cpu[0], cpu_init_s=cpu[1], cpu_first_step_s=cpu[2],
+  return dict(import_s=wall[0], compile_s=wall[1], first_step_s=wall[2],
+              cpu_import_s=cpu[0], cpu_compile_s=cpu[1], cpu_first_step_s=cpu[2],
               # The whole process up to its first step, interpreter included.
               cpu_total_s=marks[-1][1], done_at=time.time())
 
@@ -90,7 +101,9 @@ def run(model: str, cache_dir: str) -> dict:
   result = common.run_worker('benchmarks.startup', [
       '--worker', f'--model={model}', f'--cache_dir={cache_dir}',
       f'--on_device={_ON_DEVICE.value}',
-      f'--batch_size={_BATCH.value}', f'--devices={devices}'],
+      f'--batch_size={_BATCH.value}', f'--devices={devices}',
+      *([f'--grad_accum_steps={_GRAD_ACCUM.value}'] if _GRAD_ACCUM.value
+        else [])],
                              env=common.main_env())  # as aisci.main runs
   result['wall_s'] = result['done_at'] - start
   return result
@@ -105,7 +118,9 @@ def main(argv):
                 + (f'{_DEVICES.value} CPU devices' if _DEVICES.value
                    else "each config's CPU devices") + '; TensorFlow '
                 + ('not imported (--on_device)' if _ON_DEVICE.value
-                   else 'imported (a tf.data run)'))
+                   else 'imported (a tf.data run)')
+                + (f'; {_GRAD_ACCUM.value} micro-batches per step'
+                   if _GRAD_ACCUM.value else ''))
   rows = []
   for name in _MODELS.value:
     bench_models.config_for(name, _BATCH.value)  # fail fast on a bad name
@@ -122,10 +137,10 @@ def main(argv):
         best = sorted(results, key=lambda r: r['wall_s'])[len(results) // 2]
         kinds[kind] = best
         print(f'#   {name} {kind}: wall {best["wall_s"]:.1f} s (imports '
-              f'{best["import_s"]:.1f}, init {best["init_s"]:.1f}, first step '
+              f'{best["import_s"]:.1f}, compile + init {best["compile_s"]:.1f}, first step '
               f'{best["first_step_s"]:.1f}); CPU {best["cpu_total_s"]:.1f} s '
-              f'(imports {best["cpu_import_s"]:.1f}, init '
-              f'{best["cpu_init_s"]:.1f}, first step '
+              f'(imports {best["cpu_import_s"]:.1f}, compile + init '
+              f'{best["cpu_compile_s"]:.1f}, first step '
               f'{best["cpu_first_step_s"]:.1f}); load {common.load()}',
               flush=True)
       entries = len(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else 0

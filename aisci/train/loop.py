@@ -27,6 +27,7 @@ from aisci import tasks
 from aisci.data import augment as augment_lib
 from aisci.data import pipeline
 from aisci.data import preprocess as preprocess_lib
+from aisci.train import background_compile
 from aisci.train import best as best_lib
 from aisci.train import checkpoint as checkpoint_lib
 from aisci.train import device_input
@@ -215,23 +216,19 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
       workdir, every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
   latest = checkpointer.latest_step()
+  abstract_state = checkpoint_lib.abstract_with_sharding(abstract_state,
+                                                         state_sharding)
   if latest is not None:
-    state = checkpointer.restore(latest, checkpoint_lib.abstract_with_sharding(
-        abstract_state, state_sharding))
+    state = checkpointer.restore(latest, abstract_state)
     logging.info('Resuming from step %d (checkpoint in %s).', latest,
                  checkpointer.directory)
+    start_step = int(state.step)
   else:
-    state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
-    if config.init.path:
-      variables = init_from.load(
-          config.init, {'params': state.params, **state.model_state})
-      params = variables.pop('params')
-      state = state.replace(
-          params=jax.device_put(params, state_sharding.params),
-          model_state=jax.device_put(variables, state_sharding.model_state))
-    logging.info('Starting at step 0 from %s (no checkpoint in %s).',
-                 config.init.path or 'scratch', checkpointer.directory)
-  start_step = int(state.step)
+    # Compiled on a worker thread while the train step is traced and
+    # compiled below (background_compile.py); run after that.
+    init_compiled = background_compile.start(
+        jax.jit(init_fn, out_shardings=state_sharding), rng)
+    start_step = 0
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   # What prediction and export need to know about the data, without it.
   dataset_info = dict(
@@ -309,7 +306,25 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
             preprocess=train_preprocess,
             alternating_flip=alternating_flip).as_numpy_iterator(),
         batch_sharding)
+  if start_step < end_step:
+    train_step, train_batches = distributed.compile_together(
+        train_step, abstract_state, train_batches)
+    memory_line = step_memory.describe(
+        train_step, jax.default_backend(), mesh.size,
+        config.get('grad_accum_steps', 1))
+    if memory_line and process_index == 0:
+      logging.info('%s', memory_line)
   if latest is None:
+    state = init_compiled.result()(rng)
+    if config.init.path:
+      variables = init_from.load(
+          config.init, {'params': state.params, **state.model_state})
+      params = variables.pop('params')
+      state = state.replace(
+          params=jax.device_put(params, state_sharding.params),
+          model_state=jax.device_put(variables, state_sharding.model_state))
+    logging.info('Starting at step 0 from %s (no checkpoint in %s).',
+                 config.init.path or 'scratch', checkpointer.directory)
     whiten_layer = config.init.get('whiten_layer', '')  # configs without it
     if whiten_layer and config.init.path:
       logging.info('config.init.whiten_layer=%r: the kernel comes from %s, '
@@ -331,14 +346,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  config.total_steps / pipeline.steps_per_epoch(
                      train_source, config.input.batch_size))
   stop_agreement = distributed.StopAgreement(mesh)
-  if start_step < end_step:
-    train_step, train_batches = distributed.compile_together(
-        train_step, state, train_batches)
-    memory_line = step_memory.describe(
-        train_step, jax.default_backend(), mesh.size,
-        config.get('grad_accum_steps', 1))
-    if memory_line and process_index == 0:
-      logging.info('%s', memory_line)
   frozen = gc_pause.resume()  # start-up is over (aisci/gc_pause.py)
   if frozen:
     logging.info('Garbage collector back on; %d start-up objects frozen.',
