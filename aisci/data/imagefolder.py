@@ -71,10 +71,13 @@ def _scan(root: str, split: str, class_names: Optional[Sequence[str]]
     class_dir = os.path.join(split_dir, name)
     if not os.path.isdir(class_dir):
       continue  # A class may be absent from an evaluation split.
-    entries = sorted(f for f in os.listdir(class_dir) if _is_data_file(f)
-                     and os.path.isfile(os.path.join(class_dir, f)))
-    files = [f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS)]
-    others += [os.path.join(class_dir, f) for f in entries if f not in files]
+    with os.scandir(class_dir) as listing:  # is_file(): no stat call each
+      entries = sorted(e.name for e in listing
+                       if _is_data_file(e.name) and e.is_file())
+    is_image = [f.lower().endswith(IMAGE_EXTENSIONS) for f in entries]
+    files = [f for f, image in zip(entries, is_image) if image]
+    others += [os.path.join(class_dir, f)
+               for f, image in zip(entries, is_image) if not image]
     if not files:
       raise FileNotFoundError(
           f'Class folder {class_dir!r} holds no image files (looked for '
