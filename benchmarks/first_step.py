@@ -35,6 +35,9 @@ _CHECKOUTS = flags.DEFINE_list(
     'checkouts', ['.'], 'Folders to run `python -m aisci.main` in (this '
     "checkout: '.'); runs alternate between them.")
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Cold + warm pairs per checkout.')
+_MAIN_FLAGS = flags.DEFINE_string(
+    'main_flags', '', 'More flags for aisci.main, space-separated, e.g. '
+    "'--config.model.width=64 --cpu_devices=2'.")
 _MARKS = ('Train:', 'Training steps', 'step 1/')
 
 
@@ -44,7 +47,8 @@ def first_step(checkout: str, cache_dir: str, workdir: str) -> dict[str, float]:
   command = [sys.executable, '-m', 'aisci.main', f'--config={_CONFIG.value}',
              f'--config.dataset={_DATASET.value}', f'--workdir={workdir}',
              f'--compilation_cache_dir={cache_dir}',
-             '--config.total_steps=1000', '--config.log_every_steps=1']
+             '--config.total_steps=1000', '--config.log_every_steps=1',
+             *_MAIN_FLAGS.value.split()]
   start = time.perf_counter()
   process = subprocess.Popen(command, cwd=checkout, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)

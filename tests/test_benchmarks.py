@@ -123,3 +123,20 @@ def test_eval_step_benchmark_times_the_loops_eval_step():
   # The first row's ratio is its images/s over the reference row's.
   rates = [float(row.split('|')[4]) for row in rows]
   assert abs(float(rows[0].split('|')[5]) - rates[0] / rates[1]) < 0.02
+
+
+def test_first_step_times_the_entry_point_cold_and_warm(cifar10_small):
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.first_step', '--repeats=1',
+       f'--dataset=imagefolder:{cifar10_small}',
+       '--main_flags=--config.model.width=16 --config.model.depth=1 '
+       '--config.model.mlp_dim=16 --config.model.num_heads=1 '
+       '--config.input.batch_size=16 --config.input.eval_batch_size=104'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [[cell.strip() for cell in line.split('|')[1:-1]]
+          for line in result.stdout.splitlines() if line.startswith('| .')]
+  assert [row[1] for row in rows] == ['cold cache', 'warm cache']
+  for row in rows:  # the log's marks come in this order
+    listed, begins, first = map(float, row[3:6])
+    assert 0 < listed <= begins <= first, row
