@@ -115,17 +115,31 @@ def _is_square(n: int) -> bool:
   return int(round(n ** 0.5)) ** 2 == n
 
 
-def load(init_config: Any, template_variables: Mapping[str, Any]) -> dict[str, Any]:
-  """Variables ({'params': ..., other collections}) to start training from.
+_FORMATS = ('aisci', 'vit_npz', 'hf_vit', 'hf_bert', 'hf_resnet')
 
-  template_variables: the freshly initialised variables of the new model.
-  """
+
+def check(init_config: Any) -> tuple[str, str]:
+  """(path, format) of `config.init`; a missing path or an unknown format
+  is an error. The loop calls it before compiling anything, since the
+  weights are read only once the model's fresh state exists."""
   path = os.path.expanduser(init_config.path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'config.init.path={path!r} does not exist.')
   fmt = init_config.format
   if fmt == 'auto':
     fmt = detect_format(path)
+  if fmt not in _FORMATS:
+    raise ValueError(f'Unknown config.init.format {fmt!r}; known: auto, '
+                     f'{", ".join(_FORMATS)}.')
+  return path, fmt
+
+
+def load(init_config: Any, template_variables: Mapping[str, Any]) -> dict[str, Any]:
+  """Variables ({'params': ..., other collections}) to start training from.
+
+  template_variables: the freshly initialised variables of the new model.
+  """
+  path, fmt = check(init_config)
   reinit = tuple(init_config.reinit)
   template = pretrained.flatten(template_variables)
   if fmt == 'aisci':
@@ -133,12 +147,9 @@ def load(init_config: Any, template_variables: Mapping[str, Any]) -> dict[str, A
   elif fmt == 'vit_npz':
     source = {f'params/{k.removeprefix("params/")}': v
               for k, v in pretrained.read_npz(path).items()}
-  elif fmt in ('hf_vit', 'hf_bert', 'hf_resnet'):
+  else:  # a Hugging Face file (check() allows no other format)
     loader = getattr(pretrained, f'load_{fmt}')
     return loader(path, template_variables, keep_init=reinit)
-  else:
-    raise ValueError(f'Unknown config.init.format {fmt!r}; known: auto, aisci, '
-                     'vit_npz, hf_vit, hf_bert, hf_resnet.')
   merged = merge(source, template, reinit, f'config.init.path={path!r}')
   logging.info('Initialised %d arrays from %s (%s).', len(merged), path, fmt)
   return pretrained.unflatten(merged)

@@ -224,6 +224,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  checkpointer.directory)
     start_step = int(state.step)
   else:
+    if config.init.path:  # its weights are read after init has run
+      init_from.check(config.init)
     # Compiled on a worker thread while the train step is traced and
     # compiled below (background_compile.py); run after that.
     init_compiled = background_compile.start(

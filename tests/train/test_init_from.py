@@ -4,11 +4,13 @@ parameters, layer-wise learning-rate decay."""
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from aisci import models
 from aisci.models import pretrained
+from aisci.train import distributed
 from aisci.train import init_from
 from aisci.train import loop
 from aisci.train import optimizer
@@ -110,3 +112,27 @@ def test_layer_decay_scales_by_depth():
   assert resnet_scales['stem_conv/kernel'] == 0.5 ** 9
   assert resnet_scales['stage1_block1/conv1/kernel'] == 0.5 ** 8
   assert resnet_scales['stage4_block2/conv1/kernel'] == 0.5
+
+
+def test_a_bad_init_path_stops_the_run_before_anything_compiles(
+    cifar10_small, tmp_path, monkeypatch):
+  # The weights are read only after init has run, which waits for the
+  # train step's compilation; the path and format are checked first.
+  config = vit_cifar.get_config('tiny')
+  config.dataset = f'imagefolder:{cifar10_small}'
+  config.model.update(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=8)
+  config.init.path = str(tmp_path / 'no_such_run')
+
+  def compile_together(*args):
+    raise AssertionError('the train step compiled before config.init was checked')
+
+  monkeypatch.setattr(distributed, 'compile_together', compile_together)
+  with pytest.raises(FileNotFoundError,
+                     match=r"config.init.path='.*no_such_run' does not exist"):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.init.update(path=str(cifar10_small), format='onnx')
+  with pytest.raises(ValueError, match=r"Unknown config.init.format 'onnx'"):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert init_from.check(ml_collections.ConfigDict(
+      dict(path=str(cifar10_small), format='auto'))) == (str(cifar10_small),
+                                                         'aisci')
