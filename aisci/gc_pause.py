@@ -6,7 +6,7 @@ lowered train step) and next to no cyclic garbage. The collector still
 walks them, again and again as they grow: on 2 cores (2026-12-05,
 benchmarks/README.md, "Start-up"), importing jax, aisci and TensorFlow took
 2.0 s with it paused against 2.8 s with it running, and building and
-tracing ViT tiny's init and train step 0.2-0.4 s less.
+tracing ViT tiny's init and train step 0.3-0.4 s less.
 
 `python -m aisci.main` calls `pause()` first thing and the train loop
 `resume()` once the train step is compiled. Resuming moves every object

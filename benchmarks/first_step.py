@@ -58,11 +58,11 @@ def first_step(checkout: str, cache_dir: str, workdir: str) -> dict[str, float]:
     for mark in _MARKS:
       if mark in line and mark not in seen:
         seen[mark] = time.perf_counter() - start
-    if 'step 1/' in line:
+    if _MARKS[-1] in seen:
       break
   process.kill()
   process.wait()
-  if 'step 1/' not in seen:
+  if _MARKS[-1] not in seen:
     raise RuntimeError(f'No first step logged by {command} in {checkout}:\n'
                        + ''.join(log[-30:]))
   return seen

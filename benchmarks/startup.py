@@ -15,9 +15,10 @@ state's program on a worker thread while the train step is compiled (as
 aisci/train/loop.py does, aisci/train/background_compile.py), initialise
 the state and run one train step (synthetic batch, so that decoding data
 does not hide compilation), with Python's garbage collector paused as
-aisci.main pauses it (aisci/gc_pause.py; AISCI_GC_PAUSE=0: not). Three runs per model: cache
-off; cache on but empty (compiles and writes it); cache on and filled by the
-previous run (the second start-up of the same experiment).
+aisci.main pauses it (aisci/gc_pause.py; AISCI_GC_PAUSE=0: not). Three
+runs per model: cache off; cache on but empty (compiles and writes it);
+cache on and filled by the previous run (the second start-up of the same
+experiment).
 """
 
 import os
