@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 from aisci import compile_cache
 from aisci import cpu_devices
+from aisci.data import decoded_cache
 from aisci.train import checkpoint
 from aisci.train import distributed
 from aisci.train import loop
@@ -67,6 +68,12 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     'compiled steps are saved there and the next run with the same shapes '
     'starts without compiling them (benchmarks/README.md). Default: '
     "$XDG_CACHE_HOME/aisci/jax or ~/.cache/aisci/jax; '' turns it off.")
+_DATA_CACHE_DIR = flags.DEFINE_string(
+    'data_cache_dir', None, 'Image folders decoded into memory '
+    '(imagefolder with config.input.cache=True) are saved there, and the '
+    'next run with the same files reads them back instead of decoding them '
+    '(aisci/data/decoded_cache.py). Default: $XDG_CACHE_HOME/aisci/images '
+    "or ~/.cache/aisci/images; '' turns it off.")
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'], 'Join a multi-process '
     '(multi-host) job with jax.distributed.initialize: auto = when the flags '
@@ -113,6 +120,7 @@ def main(argv):
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
   compile_cache.enable(_COMPILATION_CACHE_DIR.value)
+  decoded_cache.enable(_DATA_CACHE_DIR.value)
   if jax.default_backend() == 'cpu':
     if 'cpu_devices' in config:
       config.cpu_devices = jax.local_device_count()  # config.json: what ran

@@ -136,7 +136,7 @@ def test_first_step_times_the_entry_point_cold_and_warm(cifar10_small):
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [[cell.strip() for cell in line.split('|')[1:-1]]
           for line in result.stdout.splitlines() if line.startswith('| .')]
-  assert [row[1] for row in rows] == ['cold cache', 'warm cache']
+  assert [row[1] for row in rows] == ['cold caches', 'warm caches']
   for row in rows:  # the log's marks come in this order
     listed, begins, first = map(float, row[3:6])
     assert 0 < listed <= begins <= first, row

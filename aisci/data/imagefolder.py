@@ -18,6 +18,7 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from aisci.data import decoded_cache
 from aisci.data import parallel_decode
 from aisci.data import source as source_lib
 from aisci.tf_import import tf
@@ -170,6 +171,11 @@ def _outcome(check, path: str) -> tuple[bool, object]:
     return False, e
 
 
+def _tracked(outcomes, count: int):
+  return progress_lib.track(outcomes, count, 'Reading image files',
+                            unit='images')  # a line every 30 s
+
+
 def _keep_readable(paths: Sequence[str], labels: np.ndarray, outcomes,
                    skip_corrupt: bool) -> tuple[list, list[str], np.ndarray]:
   """outcomes: (True, value) or (False, ValueError) for each path, in order.
@@ -178,8 +184,7 @@ def _keep_readable(paths: Sequence[str], labels: np.ndarray, outcomes,
   raised, or logged and left out with skip_corrupt.
   """
   values, kept, skipped = [], [], 0
-  for index, (ok, value) in enumerate(progress_lib.track(  # a line every 30 s
-      outcomes, len(paths), 'Reading image files', unit='images')):
+  for index, (ok, value) in enumerate(outcomes):
     if ok:
       values.append(value)
       kept.append(index)
@@ -236,7 +241,9 @@ def make_source(root: str, split: str, *, image_size: int,
   """This process's share of `root/split`, resized to image_size squared.
 
   cache=True decodes every image once into memory (CIFAR-10: 150 MB), which
-  makes every later epoch free of JPEG decoding; cache=False decodes each
+  makes every later epoch free of JPEG decoding (and, once
+  decoded_cache.enable() was called, every later run with the same files:
+  aisci/data/decoded_cache.py); cache=False decodes each
   image from disk inside tf.data, for folders too large for memory (files
   are checked by their header at the start; damage past the header fails
   only when the file is read).
@@ -249,11 +256,15 @@ def make_source(root: str, split: str, *, image_size: int,
   paths = all_paths[process_index::process_count]
   labels = np.asarray(all_labels[process_index::process_count], np.int32)
   if cache:
-    images, kept, labels = _keep_readable(
-        paths, labels, _decoded(paths, image_size), skip_corrupt)
+    outcomes = decoded_cache.decoded(
+        root, split, image_size, paths,
+        lambda p: _tracked(_decoded(p, image_size), len(p)))
+    images, kept, labels = _keep_readable(paths, labels, outcomes,
+                                          skip_corrupt)
   else:
     _, kept, labels = _keep_readable(
-        paths, labels, (_outcome(check_header, p) for p in paths),
+        paths, labels,
+        _tracked((_outcome(check_header, p) for p in paths), len(paths)),
         skip_corrupt)
   unreadable = len(paths) - len(kept)
   if not kept:

@@ -1,0 +1,153 @@
+"""Decoded images kept on disk between runs (imagefolder, config.input.cache).
+
+With config.input.cache=True every run starts by decoding its image folders
+into memory: CIFAR-10's 60,000 JPEGs take ~4 s on 2 cores, at every start,
+for the same pixels. Once decoded, a split is saved here as one
+uncompressed .npz (CIFAR-10's training split: 150 MB) and the next run with
+the same files and image size reads it back instead, as tensorflow-datasets
+reads a prepared dataset instead of preparing it again.
+
+An entry is found by what made it: the folder and split, the image size,
+this process's share of the files, each file's path, size and modification
+time, and the Pillow version that decoded it. Changing, adding or removing
+a file therefore decodes the split again, and the entry it replaces is
+deleted. Splits that decode in under MIN_DECODE_SECS are not saved. Unreadable files are recorded too, so config.input.skip_corrupt
+behaves as on a first run.
+
+Off unless enable() is called: `python -m aisci.main` does, in
+--data_cache_dir (default $XDG_CACHE_HOME/aisci/images or
+~/.cache/aisci/images; '' turns it off).
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+from typing import Optional, Sequence
+
+from absl import logging
+import numpy as np
+import PIL
+
+# Raised when what an entry holds changes, so older entries are not read.
+_FORMAT = 1
+# Splits that decode faster than this are not worth a disk entry (a few
+# thousand CIFAR-sized images), like the compilation cache's minimum
+# compile time; it also keeps tests' small folders out of the cache.
+MIN_DECODE_SECS = 1.0
+_directory: Optional[str] = None
+
+
+def default_dir() -> str:
+  """$XDG_CACHE_HOME/aisci/images, else ~/.cache/aisci/images."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+      os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'aisci', 'images')
+
+
+def enable(directory: Optional[str] = None) -> Optional[str]:
+  """Keeps decoded splits in `directory` (None: default_dir(); '': off).
+
+  Returns the directory used, or None.
+  """
+  global _directory
+  if directory is None:
+    directory = default_dir()
+  if not directory:
+    _directory = None
+    return None
+  directory = os.path.abspath(os.path.expanduser(directory))
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as e:
+    raise ValueError(
+        f'Cannot create the decoded-image cache directory {directory!r} '
+        f"({e}): pass --data_cache_dir=ANOTHER_DIR, or '' to decode the "
+        'images at every start.') from e
+  _directory = directory
+  return directory
+
+
+def disable() -> None:
+  global _directory
+  _directory = None
+
+
+def _entry(root: str, split: str, image_size: int, paths: Sequence[str]
+           ) -> tuple[str, str]:
+  """(the split's file-name prefix, the full file name of this listing)."""
+  where = hashlib.sha256(json.dumps(
+      [os.path.abspath(root), split, image_size, len(paths),
+       paths[0] if paths else '']).encode()).hexdigest()[:16]
+  what = hashlib.sha256(f'{_FORMAT}\0{PIL.__version__}\n'.encode())
+  for path in paths:
+    stat = os.stat(path)
+    what.update(f'{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+  return f'{where}-', f'{where}-{what.hexdigest()[:32]}.npz'
+
+
+def _read(file: str) -> Optional[list[tuple[bool, object]]]:
+  try:
+    with np.load(file, allow_pickle=False) as saved:
+      images, ok = saved['images'], saved['ok']
+      messages = iter(json.loads(str(saved['messages'])))
+  except (OSError, ValueError, KeyError, EOFError,
+          zipfile.BadZipFile) as e:  # a damaged or foreign file
+    logging.warning('Ignoring the unreadable decoded-image cache entry %s '
+                    '(%s); decoding the images again.', file, e)
+    return None
+  images = iter(images)
+  return [(True, next(images)) if good else (False, ValueError(next(messages)))
+          for good in ok]
+
+
+def _write(directory: str, prefix: str, name: str,
+           outcomes: Sequence[tuple[bool, object]], image_size: int) -> None:
+  images = [value for good, value in outcomes if good]
+  # Written under a temporary name and renamed: a run that is killed, or
+  # another run writing the same entry, never leaves half a file to read.
+  handle, temporary = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  try:
+    with os.fdopen(handle, 'wb') as f:
+      np.savez(f, ok=np.asarray([good for good, _ in outcomes], bool),
+               images=(np.stack(images) if images else
+                       np.zeros((0, image_size, image_size, 3), np.uint8)),
+               messages=json.dumps([str(value) for good, value in outcomes
+                                    if not good]))
+    os.replace(temporary, os.path.join(directory, name))
+  except OSError as e:  # e.g. a full disk: the run goes on without it
+    logging.warning('Could not save decoded images in %s (%s); the next run '
+                    'decodes them again.', directory, e)
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    return
+  for stale in os.listdir(directory):  # older listings of the same split
+    if stale.startswith(prefix) and stale != name:
+      try:
+        os.remove(os.path.join(directory, stale))
+      except OSError:
+        pass  # another run removed it first
+
+
+def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
+            decode):
+  """decode(paths): (True, image) or (False, ValueError) for each path; or
+  the saved outcomes of an earlier run with the same files (module
+  docstring)."""
+  if _directory is None or not paths:
+    return decode(paths)
+  prefix, name = _entry(root, split, image_size, paths)
+  file = os.path.join(_directory, name)
+  if os.path.exists(file):
+    outcomes = _read(file)
+    if outcomes is not None and len(outcomes) == len(paths):
+      logging.info('Read %d decoded images of %s/%s from %s.', len(paths),
+                   root, split, file)
+      return outcomes
+  start = time.perf_counter()
+  outcomes = list(decode(paths))
+  if time.perf_counter() - start >= MIN_DECODE_SECS:
+    _write(_directory, prefix, name, outcomes, image_size)
+  return outcomes

@@ -1,0 +1,134 @@
+"""aisci/data/decoded_cache.py: decoded image folders kept between runs."""
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from aisci.data import decoded_cache
+from aisci.data import imagefolder
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+  """An enabled cache that saves every split, however fast it decodes."""
+  monkeypatch.setattr(decoded_cache, 'MIN_DECODE_SECS', 0.0)
+  directory = tmp_path / 'decoded'
+  assert decoded_cache.enable(str(directory)) == str(directory)
+  yield directory
+  decoded_cache.disable()
+
+
+@pytest.fixture
+def folder(cifar10_small, tmp_path) -> pathlib.Path:
+  """Real CIFAR-10 JPEGs: 20 training images of each of 3 classes."""
+  root = tmp_path / 'images'
+  for class_dir in sorted((cifar10_small / 'train').iterdir())[:3]:
+    out = root / 'train' / class_dir.name
+    out.mkdir(parents=True)
+    for image in sorted(class_dir.iterdir())[:20]:
+      shutil.copy(image, out / image.name)
+  return root
+
+
+def _no_decoding(monkeypatch):
+  """Makes any decoding of image files fail the test."""
+  def fail(*args, **kwargs):
+    raise AssertionError(f'decoded again: {args[:1]}')
+  monkeypatch.setattr(imagefolder, '_decoded', fail)
+
+
+def _images(source) -> np.ndarray:
+  return source.load_arrays()['image']
+
+
+def test_a_second_run_reads_the_same_images_without_decoding(
+    folder, cache_dir, monkeypatch):
+  first = imagefolder.make_source(str(folder), 'train', image_size=32)
+  assert len(list(cache_dir.iterdir())) == 1
+  _no_decoding(monkeypatch)
+  second = imagefolder.make_source(str(folder), 'train', image_size=32)
+  np.testing.assert_array_equal(_images(second), _images(first))
+  np.testing.assert_array_equal(second.load_arrays()['label'],
+                                first.load_arrays()['label'])
+  assert second.num_examples == 60
+  assert second.class_names == first.class_names
+  # And those are the pixels PIL decodes from the files.
+  files = sorted((folder / 'train').rglob('*.jpg'))
+  np.testing.assert_array_equal(_images(second)[0],
+                                imagefolder.load_image(str(files[0]), 32))
+
+
+def test_another_image_size_or_a_changed_file_decodes_again(
+    folder, cache_dir, monkeypatch):
+  imagefolder.make_source(str(folder), 'train', image_size=32)
+  resized = imagefolder.make_source(str(folder), 'train', image_size=16)
+  assert _images(resized).shape == (60, 16, 16, 3)
+  assert len(list(cache_dir.iterdir())) == 2  # one entry per image size
+
+  # Replace one image by another class's image (a different file size).
+  files = sorted((folder / 'train').rglob('*.jpg'))
+  replaced, other = files[0], files[-1]
+  shutil.copy(other, replaced)
+  changed = imagefolder.make_source(str(folder), 'train', image_size=32)
+  np.testing.assert_array_equal(_images(changed)[0],
+                                imagefolder.load_image(str(other), 32))
+  # The entry of the old listing was replaced, the 16-pixel one is kept.
+  assert len(list(cache_dir.iterdir())) == 2
+  _no_decoding(monkeypatch)
+  again = imagefolder.make_source(str(folder), 'train', image_size=32)
+  np.testing.assert_array_equal(_images(again), _images(changed))
+
+
+def test_unreadable_files_are_remembered_for_skip_corrupt(
+    folder, cache_dir, monkeypatch):
+  broken = sorted((folder / 'train').rglob('*.jpg'))[5]
+  broken.write_bytes(b'not a JPEG')
+  with pytest.raises(ValueError, match=str(broken)):
+    imagefolder.make_source(str(folder), 'train', image_size=32)
+  first = imagefolder.make_source(str(folder), 'train', image_size=32,
+                                  skip_corrupt=True)
+  _no_decoding(monkeypatch)
+  second = imagefolder.make_source(str(folder), 'train', image_size=32,
+                                   skip_corrupt=True)
+  assert second.num_examples == first.num_examples == 59
+  assert second.description == first.description
+  assert 'skipped 1 unreadable' in second.description
+  np.testing.assert_array_equal(_images(second), _images(first))
+  with pytest.raises(ValueError, match=str(broken)):  # still named
+    imagefolder.make_source(str(folder), 'train', image_size=32)
+
+
+def test_a_damaged_entry_is_decoded_again_and_replaced(folder, cache_dir):
+  first = imagefolder.make_source(str(folder), 'train', image_size=32)
+  (entry,) = cache_dir.iterdir()
+  entry.write_bytes(entry.read_bytes()[:1000])  # cut short
+  second = imagefolder.make_source(str(folder), 'train', image_size=32)
+  np.testing.assert_array_equal(_images(second), _images(first))
+  assert entry.stat().st_size > 60 * 32 * 32 * 3  # written again, whole
+
+
+def test_off_or_fast_splits_write_nothing(folder, tmp_path, monkeypatch):
+  directory = tmp_path / 'decoded'
+  assert decoded_cache.enable('') is None
+  imagefolder.make_source(str(folder), 'train', image_size=32)
+  assert not directory.exists()
+  try:
+    decoded_cache.enable(str(directory))
+    monkeypatch.setattr(decoded_cache, 'MIN_DECODE_SECS', 1e9)
+    imagefolder.make_source(str(folder), 'train', image_size=32)
+    assert directory.is_dir() and not list(directory.iterdir())
+  finally:
+    decoded_cache.disable()
+
+
+def test_default_dir_and_an_unusable_dir(tmp_path, monkeypatch):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  assert decoded_cache.default_dir() == os.path.join(str(tmp_path), 'aisci',
+                                                     'images')
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  with pytest.raises(ValueError, match='--data_cache_dir'):
+    decoded_cache.enable(str(blocker / 'images'))
