@@ -12,14 +12,14 @@ the ViT tiny, steps 6-34 % faster (benchmarks/huge_pages.py).
 
 The tunable is read only when a process starts, so `python -m aisci.main`
 re-executes itself once (same PID, same arguments) with it in
-GLIBC_TUNABLES, before anything heavy is imported. Nothing happens off
-Linux/glibc, where the kernel's THP mode is 'always' (already on) or
-'never' (unavailable), when GLIBC_TUNABLES already sets it, or with
+GLIBC_TUNABLES, before anything heavy is imported, where no faster malloc
+library is installed to preload instead (aisci/allocator.py). Nothing
+happens off Linux/glibc, where the kernel's THP mode is 'always' (already
+on) or 'never' (unavailable), when GLIBC_TUNABLES already sets it, or with
 AISCI_HUGE_PAGES=0.
 """
 
 import os
-import sys
 from typing import Mapping, MutableMapping, Optional
 
 TUNABLE = 'glibc.malloc.hugetlb=1'
@@ -58,16 +58,3 @@ def with_tunable(environ: Mapping[str, str]) -> MutableMapping[str, str]:
   tunables = environ.get('GLIBC_TUNABLES')
   environ['GLIBC_TUNABLES'] = f'{tunables}:{TUNABLE}' if tunables else TUNABLE
   return environ
-
-
-def restart_with_huge_pages() -> None:
-  """Re-executes this program with TUNABLE set, if it helps; else returns.
-
-  Call first thing in a `__main__` (its imports are lost). The new image
-  keeps the PID, so schedulers' signals and `time` see one process.
-  """
-  if not needs_restart(os.environ, thp_mode()):
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, with_tunable(os.environ))

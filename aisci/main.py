@@ -10,10 +10,10 @@ import os
 import sys
 
 if __name__ == '__main__':
-  # Before any import starts threads or allocates: glibc reads its tunables
-  # only at process start (aisci/huge_pages.py).
-  from aisci import huge_pages  # pylint: disable=g-import-not-at-top
-  huge_pages.restart_with_huge_pages()
+  # Before any import starts threads or allocates: a preloaded malloc, or
+  # glibc's tunables, take effect only at process start (aisci/allocator.py).
+  from aisci import allocator  # pylint: disable=g-import-not-at-top
+  allocator.restart()
   # Before the heavy imports, whose objects the collector would walk again
   # and again; the loop resumes it (aisci/gc_pause.py).
   from aisci import gc_pause  # pylint: disable=g-import-not-at-top
@@ -28,6 +28,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from aisci import allocator
 from aisci import compile_cache
 from aisci import cpu_devices
 from aisci.data import decoded_cache
@@ -126,6 +127,7 @@ def main(argv):
       config.cpu_devices = jax.local_device_count()  # config.json: what ran
     logging.info('CPU split into %d devices (%s).', jax.local_device_count(),
                  source)
+    logging.info('Memory allocator: %s.', allocator.describe())
   try:
     loop.train_and_evaluate(config, _WORKDIR.value,
                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)

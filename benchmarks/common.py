@@ -72,13 +72,14 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def run_worker(module: str, args: Sequence[str], *, env: dict[str, str] | None = None,
-               timeout: float = 1800) -> dict[str, Any]:
+               timeout: float = 1800, inherit_env: bool = True) -> dict[str, Any]:
   """Runs `python -m module args` in a fresh process; returns what it emitted.
 
   Fresh processes keep JAX's and PyTorch's thread pools from competing, and
-  let each JAX measurement choose its own CPU device count.
+  let each JAX measurement choose its own CPU device count. env: added to
+  this process's environment, or the whole environment (inherit_env=False).
   """
-  full_env = dict(os.environ, **(env or {}))
+  full_env = dict(os.environ if inherit_env else {}, **(env or {}))
   full_env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   proc = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO,
                         env=full_env, capture_output=True, text=True,
@@ -93,13 +94,17 @@ def run_worker(module: str, args: Sequence[str], *, env: dict[str, str] | None =
 
 def main_env(huge_pages: bool = True) -> dict[str, str]:
   """Extra environment of a process as `python -m aisci.main` runs it: its
-  restart with glibc's huge-page tunable (aisci/huge_pages.py), where the
-  machine gains from it; {} otherwise or with huge_pages=False."""
+  restart with a malloc library preloaded where one is installed, else with
+  glibc's huge-page tunable where the machine gains from it
+  (aisci/allocator.py); {} otherwise or with huge_pages=False."""
+  from aisci import allocator  # pylint: disable=g-import-not-at-top
   from aisci import huge_pages as huge_pages_lib  # pylint: disable=g-import-not-at-top
-  if not huge_pages or not huge_pages_lib.needs_restart(
-      os.environ, huge_pages_lib.thp_mode()):
+  environ = (allocator.restart_environment(os.environ,
+                                           huge_pages_lib.thp_mode())
+             if huge_pages else None)
+  if environ is None:
     return {}
-  return {'GLIBC_TUNABLES': huge_pages_lib.with_tunable(os.environ)['GLIBC_TUNABLES']}
+  return {k: v for k, v in environ.items() if os.environ.get(k) != v}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

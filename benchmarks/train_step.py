@@ -12,9 +12,10 @@ equivalent eager model (benchmarks/torch_models.py; torch_cifar.py for the
 fast CNN) with the same batch,
 optimizer (AdamW with clipping / SGD Nesterov, weight decay on kernels
 only), label-smoothed cross-entropy, float32, channels_last for the CNN and
-as many threads as the machine has CPUs. aisci runs with glibc malloc on
-huge pages as `python -m aisci.main` does (aisci/huge_pages.py); PyTorch
-runs with and without, and the faster counts. Each measurement runs in a fresh
+as many threads as the machine has CPUs. aisci runs with the memory
+allocator `python -m aisci.main` restarts with (aisci/allocator.py:
+tcmalloc or jemalloc where installed, else glibc malloc on huge pages);
+PyTorch runs with and without it, and the faster counts. Each measurement runs in a fresh
 process; images/s is batch / median step time over `--repeats` steps after
 `--warmup` steps, each step waited for (block_until_ready); each side is
 measured `--rounds` times, alternating, and its best counts. aisci's lines
@@ -55,9 +56,10 @@ _ROUNDS = flags.DEFINE_integer(
     'only ever slows a measurement down, and one side alone may catch it.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Measure the PyTorch reference.')
 _HUGE_PAGES = flags.DEFINE_bool(
-    'huge_pages', True, 'Run aisci as aisci.main does, with glibc malloc on '
-    'transparent huge pages (aisci/huge_pages.py), and PyTorch both with and '
-    'without, keeping its faster; --nohuge_pages: neither.')
+    'huge_pages', True, 'Run aisci with the allocator aisci.main restarts '
+    'with (aisci/allocator.py: a preloaded tcmalloc or jemalloc where '
+    'installed, else glibc malloc on transparent huge pages), and PyTorch '
+    'both with and without, keeping its faster; --nohuge_pages: neither.')
 # Internal: what a worker process measures.
 _WORKER = flags.DEFINE_enum('worker', None, ['jax', 'torch'],
                             'Internal: measure one thing and emit it.')
@@ -186,7 +188,8 @@ def main(argv):
     # helps some of its models): the faster is the reference.
     torch_envs = {'default malloc': {}}
     if huge_env:
-      torch_envs['huge pages'] = huge_env
+      torch_envs[os.path.basename(huge_env['LD_PRELOAD'].split()[0])
+                 if 'LD_PRELOAD' in huge_env else 'huge pages'] = huge_env
     aisci_rates = {s: 0.0 for s in settings}
     torch_rate, params = 0.0, ''
     config_devices = bench_models.cpu_devices(name)

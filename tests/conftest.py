@@ -101,6 +101,14 @@ def pytest_configure(config):
     directory = tempfile.mkdtemp(prefix='aisci_test_jax_cache_')
     os.environ['AISCI_TEST_COMPILE_CACHE'] = directory
     config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+  if os.environ.get('AISCI_TEST_CACHE_HOME') is None:
+    # What `python -m aisci.main` keeps in $XDG_CACHE_HOME (compiled
+    # programs, decoded image folders) goes there too when tests launch it,
+    # not into the user's ~/.cache.
+    import tempfile  # pylint: disable=g-import-not-at-top
+    home = tempfile.mkdtemp(prefix='aisci_test_cache_home_')
+    os.environ['AISCI_TEST_CACHE_HOME'] = os.environ['XDG_CACHE_HOME'] = home
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
   if os.environ['AISCI_TEST_COMPILE_CACHE']:
     from aisci import compile_cache  # pylint: disable=g-import-not-at-top
     compile_cache.enable(os.environ['AISCI_TEST_COMPILE_CACHE'])

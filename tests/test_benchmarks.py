@@ -140,3 +140,28 @@ def test_first_step_times_the_entry_point_cold_and_warm(cifar10_small):
   for row in rows:  # the log's marks come in this order
     listed, begins, first = map(float, row[3:6])
     assert 0 < listed <= begins <= first, row
+
+
+def test_allocators_benchmark_compares_each_setting_with_huge_pages():
+  # glibc's malloc-debugging library stands in for tcmalloc where neither
+  # tcmalloc nor jemalloc is installed: the row is made the same way.
+  library = next((os.path.join(folder, 'libc_malloc_debug.so.0')
+                  for folder in ('/usr/lib/x86_64-linux-gnu',
+                                 '/usr/lib/aarch64-linux-gnu', '/usr/lib64')
+                  if os.path.isfile(os.path.join(folder,
+                                                 'libc_malloc_debug.so.0'))),
+                 None)
+  if library is None:
+    pytest.skip('no glibc malloc-debugging library to preload')
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.allocators', '--models=vit_tiny:16:2',
+       f'--libraries={library}', '--rounds=1', '--repeats=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [[cell.strip() for cell in line.split('|')[1:-1]]
+          for line in result.stdout.splitlines() if line.startswith('| vit')]
+  assert [row[2] for row in rows] == ['glibc', 'glibc, huge pages',
+                                      'libc_malloc_debug.so.0']
+  assert rows[1][4] == '1.00'  # the reference
+  for row in rows:  # the ratio is the reference's step time over the row's
+    assert abs(float(row[4]) - float(row[3]) / float(rows[1][3])) < 0.02, row

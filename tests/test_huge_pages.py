@@ -40,8 +40,8 @@ def test_thp_mode_reads_the_bracketed_word(tmp_path):
 _PROGRAM = textwrap.dedent('''
     import os, sys
     if __name__ == '__main__':
-      from aisci import huge_pages
-      huge_pages.restart_with_huge_pages()
+      from aisci import allocator
+      allocator.restart()
     import ctypes
     # Through malloc as XLA allocates (numpy would madvise huge pages itself).
     libc = ctypes.CDLL(None)
@@ -63,7 +63,8 @@ def test_restarted_process_keeps_its_pid_and_gets_huge_pages(tmp_path):
   script = tmp_path / 'program.py'
   script.write_text(_PROGRAM)
   environ = {k: v for k, v in os.environ.items()
-             if k not in ('GLIBC_TUNABLES', 'AISCI_HUGE_PAGES')}
+             if k not in ('GLIBC_TUNABLES', 'AISCI_HUGE_PAGES', 'LD_PRELOAD')}
+  environ['AISCI_MALLOC'] = 'glibc'  # even where tcmalloc is installed
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   environ['PYTHONPATH'] = repo
 

@@ -49,3 +49,4 @@ def test_300_steps_without_a_sync_on_8_cpu_devices_finish(cifar10_small,
   # aisci.main paused the garbage collector for start-up and the loop
   # turned it back on before the first step (aisci/gc_pause.py).
   assert 'Garbage collector back on' in result.stderr, result.stderr[-3000:]
+  assert 'Memory allocator: ' in result.stderr, result.stderr[-3000:]
