@@ -76,12 +76,13 @@ def disable() -> None:
   _directory = None
 
 
-def _entry(root: str, split: str, image_size: int, paths: Sequence[str]
-           ) -> tuple[str, str]:
-  """(the split's file-name prefix, the full file name of this listing)."""
+def _entry(root: str, split: str, image_size: int, share: tuple[int, int],
+           paths: Sequence[str]) -> tuple[str, str]:
+  """(the file-name prefix of this process's share of the split at this
+  size, whatever its files; the full file name of this listing)."""
   where = hashlib.sha256(json.dumps(
-      [os.path.abspath(root), split, image_size, len(paths),
-       paths[0] if paths else '']).encode()).hexdigest()[:16]
+      [os.path.abspath(root), split, image_size, *share]).encode()
+                         ).hexdigest()[:16]
   what = hashlib.sha256(f'{_FORMAT}\0{PIL.__version__}\n'.encode())
   for path in paths:
     stat = os.stat(path)
@@ -133,13 +134,13 @@ def _write(directory: str, prefix: str, name: str,
 
 
 def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
-            decode):
+            decode, share: tuple[int, int] = (0, 1)):
   """decode(paths): (True, image) or (False, ValueError) for each path; or
   the saved outcomes of an earlier run with the same files (module
-  docstring)."""
+  docstring). share: (process index, process count) that chose `paths`."""
   if _directory is None or not paths:
     return decode(paths)
-  prefix, name = _entry(root, split, image_size, paths)
+  prefix, name = _entry(root, split, image_size, share, paths)
   file = os.path.join(_directory, name)
   if os.path.exists(file):
     outcomes = _read(file)

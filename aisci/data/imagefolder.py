@@ -258,7 +258,8 @@ def make_source(root: str, split: str, *, image_size: int,
   if cache:
     outcomes = decoded_cache.decoded(
         root, split, image_size, paths,
-        lambda p: _tracked(_decoded(p, image_size), len(p)))
+        lambda p: _tracked(_decoded(p, image_size), len(p)),
+        share=(process_index, process_count))
     images, kept, labels = _keep_readable(paths, labels, outcomes,
                                           skip_corrupt)
   else:

@@ -77,9 +77,19 @@ def test_another_image_size_or_a_changed_file_decodes_again(
                                 imagefolder.load_image(str(other), 32))
   # The entry of the old listing was replaced, the 16-pixel one is kept.
   assert len(list(cache_dir.iterdir())) == 2
+  decode = imagefolder._decoded  # pylint: disable=protected-access
   _no_decoding(monkeypatch)
   again = imagefolder.make_source(str(folder), 'train', image_size=32)
   np.testing.assert_array_equal(_images(again), _images(changed))
+  monkeypatch.setattr(imagefolder, '_decoded', decode)
+
+  # An added image (sorted first) replaces the entry too.
+  before = {entry.name for entry in cache_dir.iterdir()}
+  shutil.copy(other, replaced.parent / '0000_added.jpg')
+  added = imagefolder.make_source(str(folder), 'train', image_size=32)
+  assert added.num_examples == 61
+  after = {entry.name for entry in cache_dir.iterdir()}
+  assert len(after) == 2 and len(after - before) == 1
 
 
 def test_unreadable_files_are_remembered_for_skip_corrupt(
