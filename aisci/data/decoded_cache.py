@@ -90,17 +90,24 @@ def _entry(root: str, split: str, image_size: int, share: tuple[int, int],
   return f'{where}-', f'{where}-{what.hexdigest()[:32]}.npz'
 
 
-def _read(file: str) -> Optional[list[tuple[bool, object]]]:
+def _read(file: str, count: int, image_size: int
+          ) -> Optional[list[tuple[bool, object]]]:
+  """The outcomes saved in `file`, or None (logged) if it does not hold
+  `count` of them with images of `image_size`."""
   try:
     with np.load(file, allow_pickle=False) as saved:
-      images, ok = saved['images'], saved['ok']
-      messages = iter(json.loads(str(saved['messages'])))
+      images, ok = saved['images'], saved['ok'].astype(bool)
+      messages = json.loads(str(saved['messages']))
+    if (len(ok) != count or len(images) != ok.sum()
+        or len(messages) != count - ok.sum() or images.dtype != np.uint8
+        or images.shape[1:] != (image_size, image_size, 3)):
+      raise ValueError('it does not match the listing')
   except (OSError, ValueError, KeyError, EOFError,
           zipfile.BadZipFile) as e:  # a damaged or foreign file
     logging.warning('Ignoring the unreadable decoded-image cache entry %s '
                     '(%s); decoding the images again.', file, e)
     return None
-  images = iter(images)
+  images, messages = iter(images), iter(messages)
   return [(True, next(images)) if good else (False, ValueError(next(messages)))
           for good in ok]
 
@@ -143,8 +150,8 @@ def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
   prefix, name = _entry(root, split, image_size, share, paths)
   file = os.path.join(_directory, name)
   if os.path.exists(file):
-    outcomes = _read(file)
-    if outcomes is not None and len(outcomes) == len(paths):
+    outcomes = _read(file, len(paths), image_size)
+    if outcomes is not None:
       logging.info('Read %d decoded images of %s/%s from %s.', len(paths),
                    root, split, file)
       return outcomes

@@ -114,10 +114,17 @@ def test_unreadable_files_are_remembered_for_skip_corrupt(
 def test_a_damaged_entry_is_decoded_again_and_replaced(folder, cache_dir):
   first = imagefolder.make_source(str(folder), 'train', image_size=32)
   (entry,) = cache_dir.iterdir()
-  entry.write_bytes(entry.read_bytes()[:1000])  # cut short
+  whole = entry.read_bytes()
+  entry.write_bytes(whole[:1000])  # cut short
   second = imagefolder.make_source(str(folder), 'train', image_size=32)
   np.testing.assert_array_equal(_images(second), _images(first))
-  assert entry.stat().st_size > 60 * 32 * 32 * 3  # written again, whole
+  assert entry.stat().st_size == len(whole)  # written again, whole
+  # A readable file whose contents do not match the listing.
+  np.savez(entry, ok=np.ones(60, bool), messages='[]',
+           images=np.zeros((59, 32, 32, 3), np.uint8))
+  third = imagefolder.make_source(str(folder), 'train', image_size=32)
+  np.testing.assert_array_equal(_images(third), _images(first))
+  assert entry.stat().st_size == len(whole)
 
 
 def test_off_or_fast_splits_write_nothing(folder, tmp_path, monkeypatch):
