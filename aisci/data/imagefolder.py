@@ -241,12 +241,12 @@ def make_source(root: str, split: str, *, image_size: int,
   """This process's share of `root/split`, resized to image_size squared.
 
   cache=True decodes every image once into memory (CIFAR-10: 150 MB), which
-  makes every later epoch free of JPEG decoding (and, once
-  decoded_cache.enable() was called, every later run with the same files:
-  aisci/data/decoded_cache.py); cache=False decodes each
-  image from disk inside tf.data, for folders too large for memory (files
-  are checked by their header at the start; damage past the header fails
-  only when the file is read).
+  makes every later epoch free of JPEG decoding, and every later run with
+  the same files too once decoded_cache.enable() was called (aisci.main
+  calls it; aisci/data/decoded_cache.py); cache=False decodes each image
+  from disk inside tf.data, for folders too large for memory (files are
+  checked by their header at the start; damage past the header fails only
+  when the file is read).
   skip_corrupt: leave unreadable and non-image files out (counted in the
     log and the description) instead of stopping at the first.
   """
