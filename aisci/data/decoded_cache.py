@@ -32,6 +32,8 @@ from absl import logging
 import numpy as np
 import PIL
 
+from aisci import user_cache
+
 # Raised when what an entry holds changes, so older entries are not read.
 _FORMAT = 1
 # Splits that decode faster than this are not worth a disk entry (~2,000
@@ -43,9 +45,7 @@ _directory: Optional[str] = None
 
 def default_dir() -> str:
   """$XDG_CACHE_HOME/aisci/images, else ~/.cache/aisci/images."""
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
-      os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'aisci', 'images')
+  return user_cache.default_dir('images')
 
 
 def enable(directory: Optional[str] = None) -> Optional[str]:
@@ -54,21 +54,9 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
   Returns the directory used, or None.
   """
   global _directory
-  if directory is None:
-    directory = default_dir()
-  if not directory:
-    _directory = None
-    return None
-  directory = os.path.abspath(os.path.expanduser(directory))
-  try:
-    os.makedirs(directory, exist_ok=True)
-  except OSError as e:
-    raise ValueError(
-        f'Cannot create the decoded-image cache directory {directory!r} '
-        f"({e}): pass --data_cache_dir=ANOTHER_DIR, or '' to decode the "
-        'images at every start.') from e
-  _directory = directory
-  return directory
+  _directory = user_cache.prepare(directory, 'images', 'data_cache_dir',
+                                  'decoded-image cache')
+  return _directory
 
 
 def disable() -> None:
