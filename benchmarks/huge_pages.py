@@ -1,5 +1,7 @@
 """Page faults of XLA:CPU steps, with glibc malloc as it comes and with the
-huge-page tunable that `python -m aisci.main` sets (aisci/huge_pages.py).
+huge-page tunable that `python -m aisci.main` sets where no tcmalloc or
+jemalloc is installed (aisci/huge_pages.py; with those:
+benchmarks/allocators.py).
 
   python -m benchmarks.huge_pages
   python -m benchmarks.huge_pages --models=fastcnn_cpu:512 --rounds=3
