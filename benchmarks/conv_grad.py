@@ -16,7 +16,7 @@ conv.use_patches).
 
 steps: the whole train step (benchmarks/train_step.py's worker: the
 config's optimizer, donated state, batch sharded over --devices CPU
-devices, huge pages as aisci.main runs) with XLA's convolutions
+devices, the allocator aisci.main runs with) with XLA's convolutions
 everywhere, with the patch weight gradient only, and as aisci runs it
 (Winograd and patches), each in a fresh process.
 """

@@ -37,8 +37,9 @@ the same data and machine, as benchmarks/gpu_cifar.py trains it (its
 model, optax chain, batches made on the device), and shown in the same
 table (--noaisci: PyTorch only). Each run is a fresh process (JAX's and
 PyTorch's thread pools do not share the cores well); aisci's runs with
-glibc malloc on huge pages where `python -m aisci.main` would
-(aisci/huge_pages.py), PyTorch's with the default malloc.
+the allocator `python -m aisci.main` restarts with (aisci/allocator.py),
+PyTorch's with the same where that is a preloaded tcmalloc or jemalloc
+(PyTorch gains from them too), else with the default malloc.
 
 Columns: train s is the training steps only (epoch augmentation included;
 decoding, whitening and evaluation apart); accuracy is on all 10,000 test
@@ -153,11 +154,12 @@ def main(argv):
               f'--limit={FLAGS.limit}', f'--widths={",".join(_WIDTHS.value)}',
               f'--batch_size={_BATCH.value}', f'--config={FLAGS.config}',
               f'--device={_DEVICE.value}', f'--threads={_THREADS.value}']
-      # aisci with glibc malloc on huge pages, as `python -m aisci.main`
-      # restarts itself where the machine gains from it (common.main_env).
-      result = common.run_worker('benchmarks.torch_cifar', args,
-                                 env=common.main_env() if side == 'aisci'
-                                 else None, timeout=4 * 3600)
+      # Each side with its allocator (module docstring; common.main_env).
+      env = common.main_env()
+      result = common.run_worker(
+          'benchmarks.torch_cifar', args,
+          env=env if side == 'aisci' or 'LD_PRELOAD' in env else None,
+          timeout=4 * 3600)
       results.append(result)
       plain = (f'{100 * result["accuracy"]:.2f} % plain, '
                if result['accuracy'] is not None else '')
