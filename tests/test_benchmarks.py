@@ -165,3 +165,22 @@ def test_allocators_benchmark_compares_each_setting_with_huge_pages():
   assert rows[1][4] == '1.00'  # the reference
   for row in rows:  # the ratio is the reference's step time over the row's
     assert abs(float(row[4]) - float(row[3]) / float(rows[1][3])) < 0.02, row
+
+
+def test_main_env_is_the_restart_aisci_main_would_make(tmp_path, monkeypatch):
+  from aisci import huge_pages  # pylint: disable=g-import-not-at-top
+  library = tmp_path / 'libtcmalloc_minimal.so.4'
+  library.write_bytes(b'')
+  for variable in ('LD_PRELOAD', 'GLIBC_TUNABLES', 'TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD'):
+    monkeypatch.delenv(variable, raising=False)
+  monkeypatch.setenv('AISCI_MALLOC', str(library))
+  env = common.main_env()
+  assert env['LD_PRELOAD'] == str(library)
+  assert 'TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD' in env
+  assert 'AISCI_MALLOC' not in env  # only what the restart adds
+  assert common.main_env(huge_pages=False) == {}
+  monkeypatch.setenv('AISCI_MALLOC', 'glibc')
+  if huge_pages.needs_restart(os.environ, huge_pages.thp_mode()):
+    assert common.main_env() == {'GLIBC_TUNABLES': huge_pages.TUNABLE}
+  else:
+    assert common.main_env() == {}
