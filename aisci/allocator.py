@@ -5,7 +5,7 @@ XLA:CPU allocates each execution's temporaries anew, one block per device
 block that large fresh from the kernel and unmaps it when the step ends
 (its per-thread arenas hold no block over 64 MB), so the kernel zeroes
 every page again at every step. tcmalloc and jemalloc keep freed blocks for
-the next step: train steps 5-14 % faster on 2 cores, with almost no kernel
+the next step: train steps 3-16 % faster on 2 cores, with almost no kernel
 time (benchmarks/allocators.py, benchmarks/README.md "Allocators").
 
 Neither comes with pip. Where one is installed on the system (Debian,
@@ -76,14 +76,21 @@ def library(environ: Mapping[str, str]) -> Optional[str]:
           "library (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2), 'auto' "
           "to use one found on the system, or 'glibc'.")
     return os.path.abspath(choice)
+  found = installed(environ)
+  return found[0] if found else None
+
+
+def installed(environ: Mapping[str, str]) -> list[str]:
+  """Each of LIBRARIES found on this system (Linux only), in their order:
+  the first folder that holds it (the conda environment's, Python's, then
+  the system's)."""
   if not sys.platform.startswith('linux'):
-    return None
+    return []
+  found = []
   for name in LIBRARIES:
-    for folder in _folders(environ):
-      path = os.path.join(folder, name)
-      if os.path.isfile(path):
-        return path
-  return None
+    paths = (os.path.join(folder, name) for folder in _folders(environ))
+    found += [path for path in paths if os.path.isfile(path)][:1]
+  return found
 
 
 def with_library(environ: Mapping[str, str], path: str

@@ -38,23 +38,12 @@ _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Alternating rounds.')
 _REFERENCE = 'glibc, huge pages'
 
 
-def _installed() -> list[str]:
-  found = []
-  for name in allocator.LIBRARIES:
-    for folder in allocator._folders(os.environ):  # pylint: disable=protected-access
-      path = os.path.join(folder, name)
-      if os.path.isfile(path) and path not in found:
-        found.append(path)
-        break
-  return found
-
-
 def _settings() -> dict[str, dict[str, str]]:
   base = {k: v for k, v in os.environ.items()
           if k not in ('LD_PRELOAD', 'GLIBC_TUNABLES', 'MALLOC_CONF')}
   settings = {'glibc': dict(base),
               _REFERENCE: huge_pages.with_tunable(base)}
-  for path in _LIBRARIES.value or _installed():
+  for path in _LIBRARIES.value or allocator.installed(os.environ):
     settings[os.path.basename(path)] = allocator.with_library(base, path)
   return settings
 

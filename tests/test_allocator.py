@@ -27,8 +27,13 @@ def test_aisci_malloc_chooses_glibc_a_file_or_what_is_installed(tmp_path):
   assert allocator.library({allocator.VARIABLE: mine}) == mine
   # 'auto' looks in the conda environment's lib folder first.
   tcmalloc = _fake_library(tmp_path / 'conda', 'libtcmalloc_minimal.so.4')
+  jemalloc = _fake_library(tmp_path / 'conda', 'libjemalloc.so.2')
   if sys.platform.startswith('linux'):
-    assert allocator.library({'CONDA_PREFIX': str(tmp_path / 'conda')}) == tcmalloc
+    conda = {'CONDA_PREFIX': str(tmp_path / 'conda')}
+    assert allocator.library(conda) == tcmalloc
+    found = allocator.installed(conda)  # benchmarks/allocators.py's list
+    assert found[0] == tcmalloc and jemalloc in found
+    assert len(found) == len(set(found)) <= len(allocator.LIBRARIES)
 
 
 def test_each_library_gets_its_settings_and_the_users_are_kept():

@@ -59,11 +59,6 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
   return _directory
 
 
-def disable() -> None:
-  global _directory
-  _directory = None
-
-
 def _entry(root: str, split: str, image_size: int, share: tuple[int, int],
            paths: Sequence[str]) -> tuple[str, str]:
   """(the file-name prefix of this process's share of the split at this

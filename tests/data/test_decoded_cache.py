@@ -18,7 +18,7 @@ def cache_dir(tmp_path, monkeypatch):
   directory = tmp_path / 'decoded'
   assert decoded_cache.enable(str(directory)) == str(directory)
   yield directory
-  decoded_cache.disable()
+  decoded_cache.enable('')
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_off_or_fast_splits_write_nothing(folder, tmp_path, monkeypatch):
     imagefolder.make_source(str(folder), 'train', image_size=32)
     assert directory.is_dir() and not list(directory.iterdir())
   finally:
-    decoded_cache.disable()
+    decoded_cache.enable('')
 
 
 def test_default_dir_and_an_unusable_dir(tmp_path, monkeypatch):
