@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
+from aisci import gc_pause
 from aisci import models
 from aisci.train import best as best_lib
 from aisci.train import checkpoint as checkpoint_lib
@@ -263,6 +264,8 @@ def predict_outputs(trained: Trained, inputs: Sequence[np.ndarray],
       batch = np.concatenate(
           [batch, np.zeros((batch_size - real,) + batch.shape[1:], batch.dtype)])
     outputs = apply(variables, jax.device_put(batch, batch_sharding))
+    if not parts:  # compiled: start-up is over (python -m aisci.predict)
+      gc_pause.resume()
     parts.append(jax.tree.map(lambda y, r=real: np.asarray(y[:r], np.float32),
                               outputs))
     start = stop

@@ -23,12 +23,22 @@ import os
 import sys
 from typing import Any, Optional
 
+if __name__ == '__main__':
+  # As aisci.main: a faster malloc takes effect only at process start
+  # (aisci/allocator.py); the collector is paused until the forward pass is
+  # compiled (aisci/gc_pause.py; inference.predict_outputs resumes it).
+  from aisci import allocator  # pylint: disable=g-import-not-at-top
+  allocator.restart()
+  from aisci import gc_pause  # pylint: disable=g-import-not-at-top
+  gc_pause.pause()
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+from aisci import compile_cache
 from aisci import cpu_devices
 from aisci import inference
 from aisci import predict_inputs
@@ -64,6 +74,12 @@ def define_flags() -> None:
       '"class_fractions" (under the head\'s name for multi-task runs)}.')
   flags.DEFINE_string('output_dir', None, 'Segmentation: folder for the '
                       'mask and overlay PNGs (default WORKDIR/predictions).')
+  flags.DEFINE_string(
+      'compilation_cache_dir', None, "JAX's persistent compilation cache, "
+      'shared with python -m aisci.main: the next prediction with the same '
+      'model and batch shape loads the compiled forward pass instead of '
+      "compiling it. Default: $XDG_CACHE_HOME/aisci/jax or ~/.cache/aisci/jax; "
+      "'' turns it off.")
   flags.mark_flag_as_required('workdir')
 
 
@@ -123,6 +139,7 @@ def main(argv):
   try:
     cpu_devices.split(*cpu_devices.choose(FLAGS.cpu_devices,
                                           _run_config(FLAGS.workdir)))
+    compile_cache.enable(FLAGS.compilation_cache_dir)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   run(FLAGS.workdir, argv[1:], checkpoint=FLAGS.checkpoint, step=FLAGS.step,

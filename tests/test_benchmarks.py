@@ -142,6 +142,24 @@ def test_first_step_times_the_entry_point_cold_and_warm(cifar10_small):
     assert 0 < listed <= begins <= first, row
 
 
+def test_predict_command_times_cold_and_warm_with_the_same_predictions(
+    tiny_vit_run, cifar10_small):
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.predict_command', '--repeats=1',
+       f'--workdir={tiny_vit_run}', '--mallocs=auto,glibc',
+       str(cifar10_small / 'test' / 'cat')],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [[cell.strip() for cell in line.split('|')[1:-1]]
+          for line in result.stdout.splitlines() if line.startswith('| .')]
+  assert [row[1:3] for row in rows] == [
+      ['auto', 'empty cache'], ['glibc', 'empty cache'],
+      ['auto', 'filled cache'], ['glibc', 'filled cache']]
+  for row in rows:
+    wall, cpu, rss = map(float, row[4:7])
+    assert wall > 0 and cpu > 0 and rss > 100, row  # jax alone is ~200 MB
+
+
 def test_allocators_benchmark_compares_each_setting_with_huge_pages():
   # glibc's malloc-debugging library stands in for tcmalloc where neither
   # tcmalloc nor jemalloc is installed: the row is made the same way.

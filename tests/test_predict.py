@@ -15,10 +15,11 @@ from aisci import predict
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_predict(*args):
+def run_predict(*args, **environ):
   result = subprocess.run(
       [sys.executable, '-m', 'aisci.predict', *args], cwd=REPO,
-      capture_output=True, text=True, timeout=120, check=False)
+      capture_output=True, text=True, timeout=120, check=False,
+      env={**os.environ, **environ})
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
@@ -70,6 +71,51 @@ def test_probabilities_of_all_classes_sum_to_one(tiny_vit_run, cifar10_small):
     assert sorted(c for c, _ in lines) == sorted(os.listdir(
         cifar10_small / 'test'))
     assert sum(p for _, p in lines) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_second_prediction_loads_the_compiled_forward_pass(
+    tiny_vit_run, cifar10_small, tmp_path):
+  images = str(cifar10_small / 'test' / 'cat')
+  cache = tmp_path / 'jax'
+  first = run_predict(f'--workdir={tiny_vit_run}', images,
+                      f'--compilation_cache_dir={cache}')
+  entries = set(os.listdir(cache))
+  assert entries  # the forward pass, saved by the first run
+  second = run_predict(f'--workdir={tiny_vit_run}', images,
+                       f'--compilation_cache_dir={cache}')
+  assert second == first
+  assert set(os.listdir(cache)) == entries  # loaded, nothing compiled anew
+  # '' turns it off: the default folder (XDG_CACHE_HOME) stays untouched.
+  run_predict(f'--workdir={tiny_vit_run}', images, '--compilation_cache_dir=',
+              XDG_CACHE_HOME=str(tmp_path / 'xdg'))
+  assert not (tmp_path / 'xdg').exists()
+
+
+def test_predict_starts_like_aisci_main(tiny_vit_run, cifar10_small):
+  """The allocator choice (aisci/allocator.py) applies: a bad AISCI_MALLOC
+  stops it with the fix; the collector, paused at start, runs again once
+  the forward pass is compiled."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'aisci.predict', f'--workdir={tiny_vit_run}',
+       str(cifar10_small / 'test' / 'cat')], cwd=REPO, capture_output=True,
+      text=True, timeout=60, env={**os.environ, 'AISCI_MALLOC': '/no/such.so'})
+  assert result.returncode != 0
+  assert "AISCI_MALLOC='/no/such.so' is not a file" in result.stderr
+  assert 'Traceback' not in result.stderr
+  program = f"""
+import gc
+from aisci import gc_pause, inference
+gc_pause.pause()
+trained = inference.load_trained({str(tiny_vit_run)!r})
+before = gc.isenabled()
+inference.predict_logits(trained, trained.preprocess({
+    [str(cifar10_small / 'test' / 'cat' / '0000.jpg')]!r}))
+print(before, gc.isenabled(), gc.get_freeze_count() > 10000)
+"""
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['False', 'True', 'True']
 
 
 def test_expand_paths_finds_images_in_folders_recursively(tmp_path):
