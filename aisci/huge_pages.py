@@ -8,7 +8,7 @@ page faults per step, 17 % of the CPU time of a whole fast-CNN run
 (benchmarks/README.md). With glibc's `glibc.malloc.hugetlb=1` tunable,
 malloc asks for transparent huge pages on those mappings (madvise), and the
 same memory comes in 2 MiB pages: 24-40x fewer faults for the fast CNN and
-the ViT tiny, steps 6-34 % faster (benchmarks/huge_pages.py).
+the ViT tiny, steps 6-34 % faster (benchmarks/allocators.py).
 
 The tunable is read only when a process starts, so `python -m aisci.main`
 re-executes itself once (same PID, same arguments) with it in

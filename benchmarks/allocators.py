@@ -6,12 +6,16 @@ that `python -m aisci.main` preloads where they are installed
   python -m benchmarks.allocators
   python -m benchmarks.allocators --libraries=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \\
       --models=vit_ti4:128:2 --rounds=3
+  # glibc alone, with and without huge pages (what benchmarks/huge_pages.py
+  # measured until 2026-12-05):
+  python -m benchmarks.allocators --libraries=none --models=fastcnn_cpu:512:8,vit_tiny:128:8
 
 Each MODEL:BATCH:DEVICES runs aisci's real train step (benchmarks/
 train_step.py's worker) in fresh processes, one per setting, alternating
 the settings for --rounds rounds; the table gives each setting's best round:
 images/s, the ratio to glibc on huge pages (what aisci.main used where no
-library is installed), and kernel (system) CPU seconds per step.
+library is installed), minor page faults and kernel (system) CPU seconds
+per step.
 """
 
 import os
@@ -30,8 +34,8 @@ _MODELS = flags.DEFINE_list(
     'MODEL:BATCH:DEVICES, MODEL one of '
     f'{list(bench_models.MODELS)} (devices: as each config sets cpu_devices).')
 _LIBRARIES = flags.DEFINE_list(
-    'libraries', None, 'Malloc libraries to preload; default: each of '
-    'aisci/allocator.py LIBRARIES installed here.')
+    'libraries', None, "Malloc libraries to preload ('none': glibc only); "
+    'default: each of aisci/allocator.py LIBRARIES installed here.')
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed steps per run.')
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Alternating rounds.')
 
@@ -43,7 +47,8 @@ def _settings() -> dict[str, dict[str, str]]:
           if k not in ('LD_PRELOAD', 'GLIBC_TUNABLES', 'MALLOC_CONF')}
   settings = {'glibc': dict(base),
               _REFERENCE: huge_pages.with_tunable(base)}
-  for path in _LIBRARIES.value or allocator.installed(os.environ):
+  libraries = _LIBRARIES.value or allocator.installed(os.environ)
+  for path in (libraries if libraries != ['none'] else []):
     settings[os.path.basename(path)] = allocator.with_library(base, path)
   return settings
 
@@ -54,7 +59,7 @@ def main(argv):
   common.header(f'train steps per allocator; kernel THP mode '
                 f'{huge_pages.thp_mode()}; settings: {list(settings)}')
   if len(settings) == 2:
-    print('# no malloc library installed or given (--libraries): only glibc')
+    print('# no malloc library installed or given (--libraries): glibc only')
   rows = []
   for entry in _MODELS.value:
     name, batch, devices = (entry.split(':') + ['128', '8'])[:3]
@@ -76,10 +81,12 @@ def main(argv):
       rows.append([bench_models.MODELS[name][2], f'{batch} / {devices}',
                    setting, f'{int(batch) / result["median_s"]:.1f}',
                    f'{reference / result["median_s"]:.2f}',
+                   f'{result["minor_faults"]:,.0f}',
                    f'{result["system_s"]:.3f}'])
   print()
   print(common.table(['model', 'batch / devices', 'allocator', 'img/s',
-                      f'vs {_REFERENCE}', 'system CPU s / step'], rows))
+                      f'vs {_REFERENCE}', 'page faults / step',
+                      'system CPU s / step'], rows))
 
 
 if __name__ == '__main__':

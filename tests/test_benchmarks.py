@@ -183,6 +183,14 @@ def test_allocators_benchmark_compares_each_setting_with_huge_pages():
   assert rows[1][4] == '1.00'  # the reference
   for row in rows:  # the ratio is the reference's step time over the row's
     assert abs(float(row[4]) - float(row[3]) / float(rows[1][3])) < 0.02, row
+    assert int(row[5].replace(',', '')) > 0  # page faults per step
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.allocators', '--models=vit_tiny:16:2',
+       '--libraries=none', '--rounds=1', '--repeats=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert [line.split('|')[3].strip() for line in result.stdout.splitlines()
+          if line.startswith('| vit')] == ['glibc', 'glibc, huge pages']
 
 
 def test_main_env_is_the_restart_aisci_main_would_make(tmp_path, monkeypatch):
