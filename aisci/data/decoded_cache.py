@@ -11,7 +11,8 @@ An entry is found by what made it: the folder and split, the image size,
 this process's share of the files, each file's path, size and modification
 time, and the Pillow version that decoded it. Changing, adding or removing
 a file therefore decodes the split again, and the entry it replaces is
-deleted. Splits that decode in under MIN_DECODE_SECS are not saved.
+deleted, as are temporary files that a killed run left mid-write. Entries of
+folders no longer used stay until the folder is deleted. Splits that decode in under MIN_DECODE_SECS are not saved.
 Unreadable files are recorded too, so config.input.skip_corrupt behaves as
 on a first run.
 
@@ -40,6 +41,9 @@ _FORMAT = 1
 # CIFAR-sized images), like the compilation cache's minimum compile time.
 # CIFAR-10's test split (0.7 s in 2 processes) is worth one.
 MIN_DECODE_SECS = 0.5
+# Temporary files older than this are what a killed run left mid-write
+# (writing CIFAR-10's training split takes well under a second).
+_ABANDONED_SECS = 3600
 _directory: Optional[str] = None
 
 
@@ -115,12 +119,20 @@ def _write(directory: str, prefix: str, name: str,
     if os.path.exists(temporary):
       os.remove(temporary)
     return
-  for stale in os.listdir(directory):  # older listings of the same split
-    if stale.startswith(prefix) and stale != name:
-      try:
-        os.remove(os.path.join(directory, stale))
-      except OSError:
-        pass  # another run removed it first
+  logging.info('Saved %d decoded images (%.0f MB) in %s; the next run with '
+               'the same files reads them from there.', len(outcomes),
+               os.path.getsize(os.path.join(directory, name)) / 1e6,
+               os.path.join(directory, name))
+  now = time.time()
+  for stale in os.listdir(directory):
+    path = os.path.join(directory, stale)
+    try:
+      if ((stale.startswith(prefix) and stale != name)  # an older listing
+          or (stale.endswith('.tmp')
+              and now - os.path.getmtime(path) > _ABANDONED_SECS)):
+        os.remove(path)
+    except OSError:
+      pass  # another run removed it first
 
 
 def decoded(root: str, split: str, image_size: int, paths: Sequence[str],

@@ -127,6 +127,19 @@ def test_a_damaged_entry_is_decoded_again_and_replaced(folder, cache_dir):
   assert entry.stat().st_size == len(whole)
 
 
+def test_a_killed_writes_leftover_is_removed_but_a_fresh_one_kept(
+    folder, cache_dir):
+  abandoned, writing = cache_dir / 'tmpabandoned.tmp', cache_dir / 'tmpnow.tmp'
+  abandoned.write_bytes(b'half an entry')
+  writing.write_bytes(b'another run writing now')
+  two_hours_ago = os.path.getmtime(abandoned) - 7200
+  os.utime(abandoned, (two_hours_ago, two_hours_ago))
+  imagefolder.make_source(str(folder), 'train', image_size=32)
+  names = sorted(entry.name for entry in cache_dir.iterdir())
+  assert len(names) == 2 and 'tmpnow.tmp' in names, names
+  assert names[0].endswith('.npz')
+
+
 def test_off_or_fast_splits_write_nothing(folder, tmp_path, monkeypatch):
   directory = tmp_path / 'decoded'
   assert decoded_cache.enable('') is None
