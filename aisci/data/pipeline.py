@@ -27,6 +27,15 @@ _AUGMENT_SEED_OFFSET = 1_000_003
 _FLIP_SEED_OFFSET = 2_000_003
 
 
+def _map(ds: tf.data.Dataset, fn) -> tf.data.Dataset:
+  """ds.map(fn) in parallel, traced as written: AutoGraph's conversion of
+  the map functions cost 0.2-0.3 s of every start (2026-12-05,
+  benchmarks/README.md "Start-up"), and their Python `if`s test Python
+  values only (an `if` on a tensor is an error at tracing)."""
+  return ds.map(tf.autograph.experimental.do_not_convert(fn),
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def steps_per_epoch(source: source_lib.Source, global_batch_size: int) -> int:
   """Full training batches per epoch of the (whole) training split."""
   steps = source.total_examples // global_batch_size
@@ -79,7 +88,7 @@ def train_dataset(source: source_lib.Source, *, local_batch_size: int,
     return features
 
   ds = tf.data.Dataset.range(start_step * local_batch_size, _MAX_INT64)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _map(ds, example)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -107,5 +116,5 @@ def eval_dataset(source: source_lib.Source, *, local_batch_size: int,
     return dict(features, mask=i < n)
 
   ds = tf.data.Dataset.range(padded)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _map(ds, example)
   return ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)

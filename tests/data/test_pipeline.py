@@ -168,3 +168,20 @@ def test_alternating_flip_refuses_flipping_or_non_image_input(augment_name,
 def test_alternating_flip_accepts_every_flip_free_image_augmentation():
   for name in augment.WITHOUT_FLIP:
     augment.check_alternating_flip(name, 'image')  # raises if refused
+
+
+def test_map_functions_are_traced_as_written_without_autograph(source):
+  """AutoGraph is off (pipeline._map; 0.2-0.3 s per start): a preprocess
+  that branches in Python on a tensor is an error, not a tf.cond."""
+  def branching(features, seed=None):
+    del seed
+    if features['label'] > 4:
+      return features
+    return dict(features, label=features['label'] + 1)
+  with pytest.raises(TypeError, match='tf.Tensor'):
+    pipeline.train_dataset(source, local_batch_size=8, process_index=0,
+                           process_count=1, seed=0, start_step=0,
+                           preprocess=branching)
+  with pytest.raises(TypeError, match='tf.Tensor'):
+    pipeline.eval_dataset(source, local_batch_size=8, process_count=1,
+                          preprocess=branching)
