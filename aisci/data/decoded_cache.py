@@ -77,8 +77,18 @@ def _entry(root: str, split: str, image_size: int, share: tuple[int, int],
   return f'{where}-', f'{where}-{what.hexdigest()[:32]}.npz'
 
 
-def _read(file: str, count: int, image_size: int
-          ) -> Optional[list[tuple[bool, object]]]:
+class Outcomes(list):
+  """decoded()'s outcomes, with `images`: the readable ones' images stacked,
+  [readable, size, size, 3] uint8, in order; each outcome's image is a row
+  of it. Callers take that array as it is instead of stacking the rows
+  again (150 MB for CIFAR-10's training split)."""
+
+  def __init__(self, outcomes, images: np.ndarray):
+    super().__init__(outcomes)
+    self.images = images
+
+
+def _read(file: str, count: int, image_size: int) -> Optional[Outcomes]:
   """The outcomes saved in `file`, or None (logged) if it does not hold
   `count` of them with images of `image_size`."""
   try:
@@ -94,22 +104,30 @@ def _read(file: str, count: int, image_size: int
     logging.warning('Ignoring the unreadable decoded-image cache entry %s '
                     '(%s); decoding the images again.', file, e)
     return None
-  images, messages = iter(images), iter(messages)
-  return [(True, next(images)) if good else (False, ValueError(next(messages)))
-          for good in ok]
+  rows, messages = iter(images), iter(messages)
+  return Outcomes([(True, next(rows)) if good
+                   else (False, ValueError(next(messages))) for good in ok],
+                  images)
+
+
+def _stacked(outcomes: Sequence[tuple[bool, object]], image_size: int
+             ) -> np.ndarray:
+  images = [value for good, value in outcomes if good]
+  return (np.stack(images) if images else
+          np.zeros((0, image_size, image_size, 3), np.uint8))
 
 
 def _write(directory: str, prefix: str, name: str,
-           outcomes: Sequence[tuple[bool, object]], image_size: int) -> None:
-  images = [value for good, value in outcomes if good]
+           outcomes: Sequence[tuple[bool, object]], images: np.ndarray
+           ) -> None:
+  """Saves `outcomes`, whose readable images are `images` (_stacked)."""
   # Written under a temporary name and renamed: a run that is killed, or
   # another run writing the same entry, never leaves half a file to read.
   handle, temporary = tempfile.mkstemp(dir=directory, suffix='.tmp')
   try:
     with os.fdopen(handle, 'wb') as f:
       np.savez(f, ok=np.asarray([good for good, _ in outcomes], bool),
-               images=(np.stack(images) if images else
-                       np.zeros((0, image_size, image_size, 3), np.uint8)),
+               images=images,
                messages=json.dumps([str(value) for good, value in outcomes
                                     if not good]))
     os.replace(temporary, os.path.join(directory, name))
@@ -139,7 +157,8 @@ def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
             decode, share: tuple[int, int] = (0, 1)):
   """decode(paths): (True, image) or (False, ValueError) for each path; or
   the saved outcomes of an earlier run with the same files (module
-  docstring). share: (process index, process count) that chose `paths`."""
+  docstring). share: (process index, process count) that chose `paths`.
+  Saved or read outcomes come as Outcomes, with their images stacked."""
   if _directory is None or not paths:
     return decode(paths)
   prefix, name = _entry(root, split, image_size, share, paths)
@@ -152,6 +171,8 @@ def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
       return outcomes
   start = time.perf_counter()
   outcomes = list(decode(paths))
-  if time.perf_counter() - start >= MIN_DECODE_SECS:
-    _write(_directory, prefix, name, outcomes, image_size)
+  if time.perf_counter() - start < MIN_DECODE_SECS:
+    return outcomes
+  outcomes = Outcomes(outcomes, _stacked(outcomes, image_size))
+  _write(_directory, prefix, name, outcomes, outcomes.images)
   return outcomes

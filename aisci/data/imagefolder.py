@@ -285,8 +285,12 @@ def make_source(root: str, split: str, *, image_size: int,
   if process_count == 1:
     _check_no_class_emptied(split, class_names, all_labels, labels)
   if cache:
-    return source_lib.in_memory_source(np.stack(images), labels, total,
-                                       class_names, description)
+    if isinstance(outcomes, decoded_cache.Outcomes):
+      images = outcomes.images  # already one array: no second copy
+    else:
+      images = np.stack(images)
+    return source_lib.in_memory_source(images, labels, total, class_names,
+                                       description)
 
   paths_t, labels_t = tf.constant(kept), tf.constant(labels)
 

@@ -3,6 +3,7 @@
 import os
 import pathlib
 import shutil
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -59,6 +60,23 @@ def test_a_second_run_reads_the_same_images_without_decoding(
   files = sorted((folder / 'train').rglob('*.jpg'))
   np.testing.assert_array_equal(_images(second)[0],
                                 imagefolder.load_image(str(files[0]), 32))
+
+
+def test_an_entry_is_read_without_a_second_copy_of_its_images(folder,
+                                                              cache_dir):
+  """The entry's array becomes the source's (Outcomes.images), not a stack
+  of its rows: a warm read's peak memory stays near one copy."""
+  # Large enough that numpy's read buffers (256 KB) are small beside it.
+  first = imagefolder.make_source(str(folder), 'train', image_size=128)
+  size = _images(first).nbytes  # 60 x 128 x 128 x 3 = 2.9 MB
+  tracemalloc.start()
+  try:
+    second = imagefolder.make_source(str(folder), 'train', image_size=128)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  np.testing.assert_array_equal(_images(second), _images(first))
+  assert size < peak < 1.5 * size, (peak, size)
 
 
 def test_another_image_size_or_a_changed_file_decodes_again(
