@@ -183,7 +183,7 @@ def test_allocators_benchmark_compares_each_setting_with_huge_pages():
   assert rows[1][4] == '1.00'  # the reference
   for row in rows:  # the ratio is the reference's step time over the row's
     assert abs(float(row[4]) - float(row[3]) / float(rows[1][3])) < 0.02, row
-    assert int(row[5].replace(',', '')) > 0  # page faults per step
+    assert int(row[5].replace(',', '')) >= 0  # page faults per step (0 if reused)
   result = subprocess.run(
       [sys.executable, '-m', 'benchmarks.allocators', '--models=vit_tiny:16:2',
        '--libraries=none', '--rounds=1', '--repeats=1'],

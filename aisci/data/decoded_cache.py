@@ -11,8 +11,9 @@ An entry is found by what made it: the folder and split, the image size,
 this process's share of the files, each file's path, size and modification
 time, and the Pillow version that decoded it. Changing, adding or removing
 a file therefore decodes the split again, and the entry it replaces is
-deleted, as are temporary files that a killed run left mid-write. Entries of
-folders no longer used stay until the folder is deleted. Splits that decode in under MIN_DECODE_SECS are not saved.
+deleted, as are temporary files that a killed run left mid-write; entries
+of folders no longer used stay until deleted by hand. Splits that decode in
+under MIN_DECODE_SECS are not saved.
 Unreadable files are recorded too, so config.input.skip_corrupt behaves as
 on a first run.
 
@@ -117,17 +118,15 @@ def _stacked(outcomes: Sequence[tuple[bool, object]], image_size: int
           np.zeros((0, image_size, image_size, 3), np.uint8))
 
 
-def _write(directory: str, prefix: str, name: str,
-           outcomes: Sequence[tuple[bool, object]], images: np.ndarray
+def _write(directory: str, prefix: str, name: str, outcomes: Outcomes
            ) -> None:
-  """Saves `outcomes`, whose readable images are `images` (_stacked)."""
   # Written under a temporary name and renamed: a run that is killed, or
   # another run writing the same entry, never leaves half a file to read.
   handle, temporary = tempfile.mkstemp(dir=directory, suffix='.tmp')
   try:
     with os.fdopen(handle, 'wb') as f:
       np.savez(f, ok=np.asarray([good for good, _ in outcomes], bool),
-               images=images,
+               images=outcomes.images,
                messages=json.dumps([str(value) for good, value in outcomes
                                     if not good]))
     os.replace(temporary, os.path.join(directory, name))
@@ -138,7 +137,7 @@ def _write(directory: str, prefix: str, name: str,
       os.remove(temporary)
     return
   logging.info('Saved %d decoded images (%.0f MB) in %s; the next run with '
-               'the same files reads them from there.', len(outcomes),
+               'the same files reads them from there.', len(outcomes.images),
                os.path.getsize(os.path.join(directory, name)) / 1e6,
                os.path.join(directory, name))
   now = time.time()
@@ -174,5 +173,5 @@ def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
   if time.perf_counter() - start < MIN_DECODE_SECS:
     return outcomes
   outcomes = Outcomes(outcomes, _stacked(outcomes, image_size))
-  _write(_directory, prefix, name, outcomes, outcomes.images)
+  _write(_directory, prefix, name, outcomes)
   return outcomes
