@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from aisci import tf_import
+from aisci.data import pipeline
 from aisci.data import source as source_lib
 from aisci.data import textfile
 from aisci.tf_import import tf
@@ -84,7 +85,8 @@ def _text_source(builder, name, split, *, options, workdir, class_names,
   column = options['text_column']
   features = builder.info.features
   texts, labels = [], []
-  for example in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator():
+  for example in pipeline.read_once(builder.as_dataset(
+      split=split, shuffle_files=False)).as_numpy_iterator():
     texts.append(example[column].decode('utf-8'))
     labels.append(int(example['label']))
   ids = np.asarray(labels, np.int32)
@@ -111,8 +113,8 @@ def _segmentation_source(builder, name, split, *, options, class_names,
   total = builder.info.splits[split].num_examples
   split_part = tfds.even_splits(split, n=process_count)[process_index]
   images, masks = [], []
-  for example in builder.as_dataset(split=split_part,
-                                    shuffle_files=False).as_numpy_iterator():
+  for example in pipeline.read_once(builder.as_dataset(
+      split=split_part, shuffle_files=False)).as_numpy_iterator():
     image = tf.image.resize(example['image'], (size, size))
     if channels == 1 and image.shape[-1] == 3:
       image = tf.image.rgb_to_grayscale(image)
@@ -184,7 +186,8 @@ def make_source(name: str, split: str, *, image_size: Optional[int] = None,
             tf.cast(example['label'], tf.int32))
 
   images, labels = [], []
-  batches = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+  batches = pipeline.read_once(
+      ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(1024))
   for image_batch, label_batch in progress_lib.track(  # a line every 30 s
       batches.as_numpy_iterator(), total // process_count,
       f'Decoding tfds {name}:{split}', unit='images', size=lambda b: len(b[1])):

@@ -60,8 +60,9 @@ _SLOW_END_S = 5.0
 
 def _timed(what: str, fn: Callable[[], Any]) -> Any:
   """fn(), logging how long it took when that was over _SLOW_END_S: some
-  runs were seen to wait 20-45 s at their end (cause not found), and the
-  line names where."""
+  runs were seen to wait 20-45 s at their end, and the line names where.
+  One cause, found 2026-12-05, lay before these steps: deleting the
+  finished evaluation iterator (pipeline.read_once)."""
   start = time.monotonic()
   result = fn()
   seconds = time.monotonic() - start

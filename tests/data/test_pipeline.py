@@ -185,3 +185,14 @@ def test_map_functions_are_traced_as_written_without_autograph(source):
   with pytest.raises(TypeError, match='tf.Tensor'):
     pipeline.eval_dataset(source, local_batch_size=8, process_count=1,
                           preprocess=branching)
+
+
+def test_evaluation_batches_start_no_autotuning_thread(source):
+  """pipeline.read_once: deleting a finished iterator waited for that
+  thread, 7-8 s after evaluation's last batch in half the runs."""
+  ds = pipeline.eval_dataset(source, local_batch_size=100, process_count=1,
+                             preprocess=preprocessing(source)[1])
+  assert ds.options().autotune.enabled is False
+  assert sum(len(b['label']) for b in ds.as_numpy_iterator()) == 500
+  train = train_ds(source, 0)  # endless: keeps autotuning
+  assert train.options().autotune.enabled is not False
