@@ -44,7 +44,7 @@ def read_once(ds: tf.data.Dataset) -> tf.data.Dataset:
   of 6 runs of vit_cifar.py:tiny, and in none of 6 without the thread
   (2026-12-05, 2 CPU cores, at the same 3.7-3.9 batches/s). Such loops
   (evaluation, reading a tfds split into memory) gain nothing from
-  autotuning: parallel maps then use every core, as AUTOTUNE settles on."""
+  autotuning: their parallel maps then run on every core."""
   options = tf.data.Options()
   options.autotune.enabled = False
   return ds.with_options(options)
