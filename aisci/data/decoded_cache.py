@@ -80,9 +80,9 @@ def _entry(root: str, split: str, image_size: int, share: tuple[int, int],
 
 class Outcomes(list):
   """decoded()'s outcomes, with `images`: the readable ones' images stacked,
-  [readable, size, size, 3] uint8, in order; each outcome's image is a row
-  of it. Callers take that array as it is instead of stacking the rows
-  again (150 MB for CIFAR-10's training split)."""
+  [readable, size, size, 3] uint8, in order. Callers take that array as it
+  is instead of stacking the rows again (150 MB for CIFAR-10's training
+  split)."""
 
   def __init__(self, outcomes, images: np.ndarray):
     super().__init__(outcomes)
@@ -152,14 +152,22 @@ def _write(directory: str, prefix: str, name: str, outcomes: Outcomes
       pass  # another run removed it first
 
 
+def _decode(decode, paths: Sequence[str], image_size: int
+            ) -> tuple[Outcomes, float]:
+  """(decode(paths) as Outcomes, the seconds decoding took)."""
+  start = time.perf_counter()
+  outcomes = list(decode(paths))
+  seconds = time.perf_counter() - start
+  return Outcomes(outcomes, _stacked(outcomes, image_size)), seconds
+
+
 def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
-            decode, share: tuple[int, int] = (0, 1)):
+            decode, share: tuple[int, int] = (0, 1)) -> Outcomes:
   """decode(paths): (True, image) or (False, ValueError) for each path; or
   the saved outcomes of an earlier run with the same files (module
-  docstring). share: (process index, process count) that chose `paths`.
-  Saved or read outcomes come as Outcomes, with their images stacked."""
+  docstring). share: (process index, process count) that chose `paths`."""
   if _directory is None or not paths:
-    return decode(paths)
+    return _decode(decode, paths, image_size)[0]
   prefix, name = _entry(root, split, image_size, share, paths)
   file = os.path.join(_directory, name)
   if os.path.exists(file):
@@ -168,10 +176,7 @@ def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
       logging.info('Read %d decoded images of %s/%s from %s.', len(paths),
                    root, split, file)
       return outcomes
-  start = time.perf_counter()
-  outcomes = list(decode(paths))
-  if time.perf_counter() - start < MIN_DECODE_SECS:
-    return outcomes
-  outcomes = Outcomes(outcomes, _stacked(outcomes, image_size))
-  _write(_directory, prefix, name, outcomes)
+  outcomes, seconds = _decode(decode, paths, image_size)
+  if seconds >= MIN_DECODE_SECS:
+    _write(_directory, prefix, name, outcomes)
   return outcomes

@@ -177,16 +177,15 @@ def _tracked(outcomes, count: int):
 
 
 def _keep_readable(paths: Sequence[str], labels: np.ndarray, outcomes,
-                   skip_corrupt: bool) -> tuple[list, list[str], np.ndarray]:
+                   skip_corrupt: bool) -> tuple[list[str], np.ndarray]:
   """outcomes: (True, value) or (False, ValueError) for each path, in order.
 
-  Returns (values, paths, labels) of the files that passed; a failure is
-  raised, or logged and left out with skip_corrupt.
+  Returns (paths, labels) of the files that passed; a failure is raised, or
+  logged and left out with skip_corrupt.
   """
-  values, kept, skipped = [], [], 0
+  kept, skipped = [], 0
   for index, (ok, value) in enumerate(outcomes):
     if ok:
-      values.append(value)
       kept.append(index)
       continue
     if not skip_corrupt:
@@ -197,7 +196,7 @@ def _keep_readable(paths: Sequence[str], labels: np.ndarray, outcomes,
     if skipped <= _LOGGED_SKIPS:
       logging.warning('Skipping unreadable %s (%s)', paths[index],
                       value.__cause__ or value)
-  return values, [paths[i] for i in kept], labels[kept]
+  return [paths[i] for i in kept], labels[kept]
 
 
 def _decoded(paths: Sequence[str], image_size: int):
@@ -260,10 +259,9 @@ def make_source(root: str, split: str, *, image_size: int,
         root, split, image_size, paths,
         lambda p: _tracked(_decoded(p, image_size), len(p)),
         share=(process_index, process_count))
-    images, kept, labels = _keep_readable(paths, labels, outcomes,
-                                          skip_corrupt)
+    kept, labels = _keep_readable(paths, labels, outcomes, skip_corrupt)
   else:
-    _, kept, labels = _keep_readable(
+    kept, labels = _keep_readable(
         paths, labels,
         _tracked((_outcome(check_header, p) for p in paths), len(paths)),
         skip_corrupt)
@@ -284,13 +282,9 @@ def make_source(root: str, split: str, *, image_size: int,
                     len(kept))
   if process_count == 1:
     _check_no_class_emptied(split, class_names, all_labels, labels)
-  if cache:
-    if isinstance(outcomes, decoded_cache.Outcomes):
-      images = outcomes.images  # already one array: no second copy
-    else:
-      images = np.stack(images)
-    return source_lib.in_memory_source(images, labels, total, class_names,
-                                       description)
+  if cache:  # the readable images, already one array
+    return source_lib.in_memory_source(outcomes.images, labels, total,
+                                       class_names, description)
 
   paths_t, labels_t = tf.constant(kept), tf.constant(labels)
 

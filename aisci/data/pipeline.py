@@ -27,7 +27,7 @@ _AUGMENT_SEED_OFFSET = 1_000_003
 _FLIP_SEED_OFFSET = 2_000_003
 
 
-def _map(ds: tf.data.Dataset, fn) -> tf.data.Dataset:
+def parallel_map(ds: tf.data.Dataset, fn) -> tf.data.Dataset:
   """ds.map(fn) in parallel, traced as written: AutoGraph's conversion of
   the map functions cost 0.2-0.3 s of every start (2026-12-05,
   benchmarks/README.md "Start-up"), and their Python `if`s test Python
@@ -102,7 +102,7 @@ def train_dataset(source: source_lib.Source, *, local_batch_size: int,
     return features
 
   ds = tf.data.Dataset.range(start_step * local_batch_size, _MAX_INT64)
-  ds = _map(ds, example)
+  ds = parallel_map(ds, example)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -130,5 +130,5 @@ def eval_dataset(source: source_lib.Source, *, local_batch_size: int,
     return dict(features, mask=i < n)
 
   ds = tf.data.Dataset.range(padded)
-  ds = _map(ds, example)
+  ds = parallel_map(ds, example)
   return read_once(ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE))

@@ -186,8 +186,7 @@ def make_source(name: str, split: str, *, image_size: Optional[int] = None,
             tf.cast(example['label'], tf.int32))
 
   images, labels = [], []
-  batches = pipeline.read_once(
-      ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(1024))
+  batches = pipeline.read_once(pipeline.parallel_map(ds, prepare).batch(1024))
   for image_batch, label_batch in progress_lib.track(  # a line every 30 s
       batches.as_numpy_iterator(), total // process_count,
       f'Decoding tfds {name}:{split}', unit='images', size=lambda b: len(b[1])):

@@ -171,7 +171,7 @@ def test_alternating_flip_accepts_every_flip_free_image_augmentation():
 
 
 def test_map_functions_are_traced_as_written_without_autograph(source):
-  """AutoGraph is off (pipeline._map; 0.2-0.3 s per start): a preprocess
+  """AutoGraph is off (pipeline.parallel_map; 0.2-0.3 s per start): a preprocess
   that branches in Python on a tensor is an error, not a tf.cond."""
   def branching(features, seed=None):
     del seed
