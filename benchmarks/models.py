@@ -34,6 +34,13 @@ MODELS = {
                  'ResNet-18 CIFAR, width 64 (resnet_cifar.py)'),
     'resnet18_tiny': ('configs/resnet_cifar.py:tiny', {},
                       'ResNet-18 CIFAR, width 16 (resnet_cifar.py:tiny)'),
+    # bf16 compute on a CPU (PyTorch twin under torch.autocast): whether
+    # config.dtype='bfloat16' pays on CPUs with bf16 instructions.
+    'vit_tiny_bf16': ('configs/vit_cifar.py:tiny', dict(
+        model=dict(stem='patch', tta_flip=False), dtype='bfloat16'),
+                      'vit_cifar.py:tiny, bf16 compute'),
+    'resnet18_bf16': ('configs/resnet_cifar.py', dict(dtype='bfloat16'),
+                      'ResNet-18 CIFAR, width 64, bf16 compute'),
     # ImageNet-sized, for accelerators (benchmarks/gpu.py): bf16 compute,
     # 196 tokens at 224x224 (a 10-class head: 0.004 % of the FLOPs).
     'vit_b16': ('configs/vit_cifar.py', dict(

@@ -133,9 +133,16 @@ def torch_worker(name: str) -> dict:
       label_smoothing=config.task.label_smoothing)
   model.train()
 
+  # config.dtype='bfloat16': PyTorch's mixed precision, as aisci's (bf16
+  # matrix products and convolutions, float32 parameters and loss).
+  autocast = torch.autocast('cpu', dtype=torch.bfloat16,
+                            enabled=config.dtype == 'bfloat16')
+
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    with autocast:
+      logits = model(x)
+    loss = loss_fn(logits.float(), y)
     loss.backward()
     if opt_config.grad_clip_norm:
       torch.nn.utils.clip_grad_norm_(model.parameters(), opt_config.grad_clip_norm)
@@ -163,7 +170,7 @@ def main(argv):
     common.emit(torch_worker(_MODEL.value))
     return
 
-  common.header(f'train step, batch {_BATCH.value}, float32, median of '
+  common.header(f'train step, batch {_BATCH.value}, float32 (bf16 where named), median of '
                 f'{_REPEATS.value} steps after {_WARMUP.value} warm-up steps, '
                 f'best of {_ROUNDS.value} rounds per side')
   huge_env = common.main_env(_HUGE_PAGES.value)

@@ -214,6 +214,14 @@ def unknown_optimizer(tmp, jpegs, mp):
   optimizer.make_optimizer(config)
 
 
+def unknown_dtype(tmp, jpegs, mp):
+  config = tiny_config()
+  config.dtype = 'bf16'
+  # Refused before any data is read (the folder does not even exist).
+  config.dataset = f'imagefolder:{tmp}/no_such_folder'
+  loop.train_and_evaluate(config, str(tmp / 'run'))
+
+
 def unknown_schedule(tmp, jpegs, mp):
   config = tiny_config()
   config.schedule.decay = 'exponential'
@@ -273,6 +281,7 @@ CASES = [
     (unknown_model, ValueError, r"Unknown model name 'vitt' in config.model.name\. Known models: \[.*'vit'"),
     (unknown_task, ValueError, r"Unknown task 'classify' in config.task.name; known: \[.*'classification'"),
     (unknown_optimizer, ValueError, r"Unknown config.optimizer.name 'adam'; known: 'adamw', 'sgd'"),
+    (unknown_dtype, ValueError, r"Unknown config.dtype 'bf16'; known: \('float32', 'bfloat16'\)"),
     (unknown_schedule, ValueError, r"Unknown config.schedule.decay 'exponential'; known:"),
     (config_changed_on_resume, workdir_config.ConfigChangedError,
      r'differs from the one workdir .*run was started with .* in 2 field\(s\).*:\n'

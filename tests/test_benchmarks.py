@@ -105,6 +105,32 @@ def test_train_step_runs_each_model_on_its_configs_cpu_devices():
   assert '[8 dev]' in rows[2] and '[2 dev]' in rows[3]
 
 
+@pytest.mark.parametrize('name,float32_twin', [
+    ('vit_tiny_bf16', 'vit_tiny'), ('resnet18_bf16', 'resnet18')])
+def test_bfloat16_models_differ_from_their_float32_twin_in_dtype_only(
+    name, float32_twin):
+  config = bench_models.config_for(name).to_dict()
+  twin = bench_models.config_for(float32_twin).to_dict()
+  assert (config.pop('dtype'), twin.pop('dtype')) == ('bfloat16', 'float32')
+  assert config == twin
+  assert bench_models.has_torch_twin(name)
+
+
+def test_train_step_times_bfloat16_on_both_sides():
+  # PyTorch's twin runs under autocast(bfloat16), aisci with its dtype.
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.train_step', '--models=vit_tiny_bf16',
+       '--rounds=1', '--warmup=0', '--repeats=1', '--batch_size=16',
+       '--nohuge_pages'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines()
+          if line.startswith('| vit_cifar.py:tiny, bf16')]
+  assert len(rows) == 1
+  aisci_rate, torch_rate, ratio = (float(c) for c in rows[0].split('|')[3:6])
+  assert ratio == pytest.approx(aisci_rate / torch_rate, abs=0.01)
+
+
 def test_eval_step_benchmark_times_the_loops_eval_step():
   # The sums count the batch's real rows and the outputs are per example:
   # the step the loop runs at every evaluation.

@@ -67,8 +67,12 @@ PATCH_WEIGHT_GRAD_ON_CPU = True
 # channels and 4x4 outputs up were faster with it in the layer tables of
 # `python -m benchmarks.conv_grad` (benchmarks/README.md); with 16 channels
 # at 32x32 (ResNet-18 tiny's first stage) the whole step was 13 % slower
-# (0.765 vs 0.668 s, both in one process). bfloat16 stays direct: the
-# transforms would round in it.
+# (0.765 vs 0.668 s, both in one process). bfloat16 layers take it in
+# float32 (cast in, the result cast back): XLA:CPU computes bfloat16
+# products and convolutions in float32 anyway (its programs convert around
+# them), so the transforms do not round in bfloat16, and without Winograd
+# a bfloat16 ResNet-18 step ran at the direct convolution's speed, 0.55x
+# float32's (benchmarks/README.md, "bfloat16 on a CPU").
 WINOGRAD_MIN_CHANNELS = 24
 WINOGRAD_MIN_OUTPUT_SIZE = 4
 # F(4x4, 3x3) (4x fewer multiplies than the direct convolution, half the
@@ -199,7 +203,7 @@ def use_patches(x_shape, g_shape, w_shape, strides) -> bool:
 
 def use_winograd(x_shape, w_shape, strides, pads, dtype) -> bool:
   """Whether a convolution takes winograd.conv3x3 on CPU (see above)."""
-  if not WINOGRAD_ON_CPU or jnp.dtype(dtype) != jnp.float32:
+  if not WINOGRAD_ON_CPU or jnp.dtype(dtype) not in _WINOGRAD_DTYPES:
     return False
   if tuple(w_shape[:2]) != (3, 3) or tuple(strides) != (1, 1):
     return False
@@ -207,6 +211,17 @@ def use_winograd(x_shape, w_shape, strides, pads, dtype) -> bool:
   outputs = (winograd.output_size(h, pads[0]), winograd.output_size(w, pads[1]))
   return (min(w_shape[2:]) >= WINOGRAD_MIN_CHANNELS
           and min(outputs) >= WINOGRAD_MIN_OUTPUT_SIZE)
+
+
+_WINOGRAD_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+
+
+def _winograd_in_float32(x, w, pads, precision, tile: int):
+  """winograd.conv3x3 computed in float32, the result in x and w's dtype."""
+  dtype = jnp.result_type(x, w)
+  y = winograd.conv3x3(x.astype(jnp.float32), w.astype(jnp.float32), pads,
+                       precision, tile)
+  return y.astype(dtype)
 
 
 def winograd_tile(w_shape) -> int:
@@ -288,7 +303,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding,
     tile = winograd_tile(rhs.shape)
     return lax.platform_dependent(
         lhs, rhs,
-        cpu=lambda x, w: winograd.conv3x3(x, w, pads, precision, tile),
+        cpu=lambda x, w: _winograd_in_float32(x, w, pads, precision, tile),
         default=lambda x, w: _conv(x, w, strides, pads, precision))
   return _conv(lhs, rhs, strides, pads, precision)
 

@@ -30,6 +30,7 @@ from aisci.data import preprocess as preprocess_lib
 from aisci.train import background_compile
 from aisci.train import best as best_lib
 from aisci.train import checkpoint as checkpoint_lib
+from aisci.train import compute_dtype
 from aisci.train import device_input
 from aisci.train import distributed
 from aisci.train import init_from
@@ -126,6 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   process_index, process_count = jax.process_index(), jax.process_count()
+  dtype = compute_dtype.parse(config.dtype)  # before data: a typo fails fast
+  compute_dtype.warn_if_slow(dtype, jax.default_backend())
 
   # ------------------------------------------------------------------ mesh --
   mesh = sharding_lib.make_mesh(config.mesh)
@@ -197,7 +200,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   # What the data decide; a source may set num_classes itself (the width
   # of regression targets).
   model_kwargs = {'num_classes': len(class_names), **train_source.model_kwargs}
-  model = models.build_model(config.model, dtype=jnp.dtype(config.dtype),
+  model = models.build_model(config.model, dtype=dtype,
                              **model_kwargs)
   task = tasks.build_task(config.task, num_classes=len(class_names))
   tx, schedule = optimizer_lib.make_optimizer(config)

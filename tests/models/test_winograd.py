@@ -128,7 +128,8 @@ def test_float32_error():
     ((8, 2, 2, 512), (3, 3, 512, 512), (1, 1), jnp.float32, None),  # 2x2
     ((8, 32, 32, 64), (3, 3, 64, 64), (2, 2), jnp.float32, None),  # strided
     ((8, 32, 32, 64), (5, 5, 64, 64), (1, 1), jnp.float32, None),
-    ((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), jnp.bfloat16, None),
+    ((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), jnp.bfloat16, 4),  # in float32
+    ((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), jnp.float16, None),
 ])
 def test_the_rule_for_taking_winograd(x_shape, w_shape, strides, dtype,
                                       expected):
@@ -139,8 +140,30 @@ def test_the_rule_for_taking_winograd(x_shape, w_shape, strides, dtype,
     assert conv.winograd_tile(w_shape) == expected
 
 
-def _grad_fn(shape=(2, 12, 12, 32), c_out=32):
+def test_bfloat16_takes_it_in_float32_as_accurately_as_lax():
+  # XLA:CPU's own bfloat16 convolution computes in float32 and rounds the
+  # result; Winograd in float32 must be as close to the exact result, with
+  # the output and both gradients in bfloat16.
+  x, w = _inputs((2, 16, 16, 32), 32, seed=6)
+  pads = ((1, 1), (1, 1))
+  assert conv.use_winograd(x.shape, w.shape, (1, 1), pads, jnp.bfloat16)
+  exact = _value_and_grads(lambda x, w: _lax_conv(x, w, pads), x, w)
+  x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  ours = _value_and_grads(lambda x, w: conv.conv_general_dilated(
+      x, w, (1, 1), pads, dimension_numbers=NHWC), x16, w16)
+  lax16 = _value_and_grads(lambda x, w: _lax_conv(x, w, pads), x16, w16)
+  chex.assert_trees_all_equal_dtypes(ours[1], (x16, w16))
+  for got, reference, target in zip(jax.tree.leaves(ours),
+                                    jax.tree.leaves(lax16),
+                                    jax.tree.leaves(exact)):
+    error = np.abs(np.float32(got) - target).max()
+    lax_error = np.abs(np.float32(reference) - target).max()
+    assert error <= 1.5 * lax_error + 1e-3, (error, lax_error)
+
+
+def _grad_fn(shape=(2, 12, 12, 32), c_out=32, dtype=jnp.float32):
   x, w = _inputs(shape, c_out, seed=5)
+  x, w = x.astype(dtype), w.astype(dtype)
   fn = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv_general_dilated(
       x, w, (1, 1), 'SAME', dimension_numbers=NHWC) ** 2), argnums=(0, 1)))
   return fn, x, w
@@ -155,6 +178,8 @@ def _exported_convolutions(platform):
 def test_cpu_programs_compute_it_without_convolutions(monkeypatch):
   assert jax.default_backend() == 'cpu'
   fn, x, w = _grad_fn()
+  assert fn.lower(x, w).compile().as_text().count(' convolution(') == 0
+  fn, x, w = _grad_fn(dtype=jnp.bfloat16)
   assert fn.lower(x, w).compile().as_text().count(' convolution(') == 0
   monkeypatch.setattr(conv, 'WINOGRAD_ON_CPU', False)
   fn, x, w = _grad_fn()  # forward, input and (a small layer's) weight grad
