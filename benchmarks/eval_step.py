@@ -1,14 +1,19 @@
-"""Evaluation step: images/s by evaluation batch size, on one model.
+"""Evaluation step: images/s by evaluation batch size, on one model, and
+PyTorch's twin in inference mode beside it.
 
   python -m benchmarks.eval_step
   python -m benchmarks.eval_step --models=vit_tiny_conv --batch_sizes=128,200,400,1000
+  python -m benchmarks.eval_step --models=vit_tiny,resnet18_tiny,resnet18,vit_ti4
 
 aisci's eval step as the loop jits it (eval mode, the config's test-time
 views, the task's sums and the outputs), on a synthetic batch sharded over
 the config's CPU devices; median of repeated steps after warm-up, each in a
 fresh process per model and device count. The ratio column compares each
 batch size with the last one given (1,000: what the CIFAR configs used
-before), measured in the same run.
+before), measured in the same run. Models with a PyTorch twin
+(benchmarks/models.py) and no test-time views also get the twin's forward
+pass in eval mode under torch.inference_mode() (float32, channels_last for
+the CNNs, one thread per core) on the same batch, and aisci's ratio to it.
 """
 
 import statistics
@@ -29,10 +34,13 @@ _DEVICES = flags.DEFINE_integer(
     'devices', 0, "CPU devices, as aisci.main's --cpu_devices; 0: each "
     "model's config.cpu_devices.")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed steps per setting (median).')
+_TORCH = flags.DEFINE_bool('torch', True, "Measure PyTorch's twin too, where "
+                           'the model has one and no test-time views.')
 # Internal: one measurement, in this process.
 _WORKER = flags.DEFINE_bool('worker', False, 'Internal.')
 _MODEL = flags.DEFINE_string('model', None, 'Internal.')
 _BATCH = flags.DEFINE_integer('batch_size', 0, 'Internal.')
+_TORCH_WORKER = flags.DEFINE_bool('torch_worker', False, 'Internal.')
 
 
 def worker() -> dict:
@@ -47,10 +55,38 @@ def worker() -> dict:
               cpu_s=statistics.median(cpu))
 
 
+def torch_worker() -> dict:
+  import os  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  config = bench_models.config_for(_MODEL.value, _BATCH.value)
+  model = bench_models.torch_model(config).eval()
+  images, _ = bench_models.synthetic_batch(_BATCH.value, config.input.image_size)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC storage
+  if config.model.name == 'vit':
+    x = x.contiguous()
+  else:
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+
+  def forward():
+    with torch.inference_mode():
+      model(x)
+
+  seconds, _, cpu = common.median_seconds(forward, warmup=2,
+                                          repeats=_REPEATS.value)
+  return dict(images_per_s=_BATCH.value / seconds,
+              cpu_s=statistics.median(cpu), version=torch.__version__)
+
+
 def main(argv):
   del argv
   if _WORKER.value:
     common.emit(worker())
+    return
+  if _TORCH_WORKER.value:
+    common.emit(torch_worker())
     return
   common.header('Evaluation step images/s by evaluation batch size')
   sizes = [int(b) for b in _BATCH_SIZES.value]
@@ -61,14 +97,28 @@ def main(argv):
         '--worker', f'--model={name}', f'--batch_size={size}',
         f'--devices={devices}', f'--repeats={_REPEATS.value}'],
         env=common.main_env()) for size in sizes]
+    twin = _TORCH.value and bench_models.has_inference_twin(name)
+    # PyTorch with aisci.main's allocator too, as train_step.py runs it.
+    torch_results = [common.run_worker('benchmarks.eval_step', [
+        '--torch_worker', f'--model={name}', f'--batch_size={size}',
+        f'--repeats={_REPEATS.value}'], env=common.main_env())
+                     if twin else None for size in sizes]
     reference = results[-1]['images_per_s']
-    for size, result in zip(sizes, results):
-      rows.append([bench_models.MODELS[name][2], devices, size,
-                   f"{result['images_per_s']:.0f}",
-                   f"{result['images_per_s'] / reference:.2f}",
-                   f"{result['cpu_s']:.2f}"])
-  print(common.table(['model', 'devices', 'eval batch', 'images/s',
-                      f'ratio to batch {sizes[-1]}', 'CPU s per step'], rows))
+    for size, result, torch_result in zip(sizes, results, torch_results):
+      row = [bench_models.MODELS[name][2], devices, size,
+             f"{result['images_per_s']:.0f}",
+             f"{result['images_per_s'] / reference:.2f}",
+             f"{result['cpu_s']:.2f}"]
+      if _TORCH.value:
+        row += ([f"{torch_result['images_per_s']:.0f}",
+                 f"{result['images_per_s'] / torch_result['images_per_s']:.2f}"]
+                if torch_result else ['-', '-'])
+      rows.append(row)
+  print(common.table(
+      ['model', 'devices', 'eval batch', 'images/s',
+       f'ratio to batch {sizes[-1]}', 'CPU s per step']
+      + (['PyTorch images/s', 'ratio to PyTorch'] if _TORCH.value else []),
+      rows))
 
 
 if __name__ == '__main__':

@@ -261,6 +261,14 @@ def has_torch_twin(name: str) -> bool:
                        and model.stem == 'cifar') or _airbench_fastcnn(model)
 
 
+def has_inference_twin(name: str) -> bool:
+  """A PyTorch twin whose plain forward pass is aisci's evaluation of model
+  `name`: no test-time views."""
+  model = config_for(name).model
+  return (has_torch_twin(name) and not model.get('tta_flip')
+          and not model.get('tta_translate'))
+
+
 def _airbench_fastcnn(model) -> bool:
   """A FastCNN whose PyTorch twin is benchmarks/torch_cifar.py's network:
   the whitened stem, three groups, BatchNorm scales fixed."""

@@ -146,6 +146,15 @@ def test_eval_step_benchmark_times_the_loops_eval_step():
   rows = [line for line in result.stdout.splitlines() if line.startswith('| vit')]
   assert [row.split('|')[3].strip() for row in rows] == ['8', '16']
   assert rows[-1].split('|')[5].strip() == '1.00'
+  # vit_tiny has a PyTorch twin and no test-time views: its forward pass is
+  # timed beside aisci's, and the ratio is of the two columns.
+  for row in rows:
+    cells = [c.strip() for c in row.split('|')]
+    assert float(cells[8]) == pytest.approx(
+        float(cells[4]) / float(cells[7]), abs=0.02), row
+  assert not bench_models.has_inference_twin('vit_tiny_conv')  # flip views
+  assert not bench_models.has_inference_twin('fastcnn_airbench')  # 6 views
+  assert bench_models.has_inference_twin('resnet18')
   # The first row's ratio is its images/s over the reference row's.
   rates = [float(row.split('|')[4]) for row in rows]
   assert abs(float(rows[0].split('|')[5]) - rates[0] / rates[1]) < 0.02
