@@ -52,10 +52,22 @@ def read(trained: inference.Trained, paths: Sequence[str], *,
 
 def _images(trained, paths):
   files = inference.expand_paths(paths)
-  from aisci.data import imagefolder  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from aisci.data import imagefolder
+  from aisci.data import parallel_decode
+  # pylint: enable=g-import-not-at-top
+  # Many files decode in one process per core, as training reads them
+  # (parallel_decode.py); an unreadable file is the same error either way.
+  workers = parallel_decode.workers_for(len(files))
+  if workers > 1:
+    outcomes = parallel_decode.decode(files, trained.image_size, workers)
+  else:
+    outcomes = ((True, imagefolder.load_image(path, trained.image_size))
+                for path in files)
   examples = []
-  for path in files:
-    pixels = imagefolder.load_image(path, trained.image_size)
+  for path, (ok, pixels) in zip(files, outcomes):
+    if not ok:
+      raise pixels
     examples.append(Example(path, inference.normalize(
         pixels, trained.mean, trained.std), display=pixels))
   return examples

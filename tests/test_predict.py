@@ -118,6 +118,35 @@ print(before, gc.isenabled(), gc.get_freeze_count() > 10000)
   assert result.stdout.split() == ['False', 'True', 'True']
 
 
+def test_many_images_are_read_in_worker_processes_with_the_same_result(
+    tiny_vit_run, cifar10_small, tmp_path, monkeypatch):
+  from aisci import predict_inputs  # pylint: disable=g-import-not-at-top
+  from aisci.data import parallel_decode  # pylint: disable=g-import-not-at-top
+  trained = inference.load_trained(str(tiny_vit_run))
+  folder = [str(cifar10_small / 'test' / 'cat')]
+  alone = predict_inputs.read(trained, folder)
+  calls = []
+  decode = parallel_decode.decode
+  monkeypatch.setattr(parallel_decode, 'MIN_IMAGES', 2)
+  monkeypatch.setattr(parallel_decode, 'decode',
+                      lambda *a: calls.append(a[2]) or decode(*a))
+  shared = predict_inputs.read(trained, folder)
+  assert calls == [2]  # two processes on this machine's 2 cores or more
+  assert [e.name for e in shared] == [e.name for e in alone]
+  for a, b in zip(alone, shared):
+    np.testing.assert_array_equal(a.input, b.input)
+    np.testing.assert_array_equal(a.display, b.display)
+  # An unreadable file is the same error, naming it, either way.
+  (tmp_path / 'broken.jpg').write_bytes(b'not a jpeg')
+  messages = []
+  for minimum in (2, 1 << 30):
+    monkeypatch.setattr(parallel_decode, 'MIN_IMAGES', minimum)
+    with pytest.raises(ValueError, match='broken.jpg') as error:
+      predict_inputs.read(trained, folder + [str(tmp_path / 'broken.jpg')])
+    messages.append(str(error.value))
+  assert messages[0] == messages[1]
+
+
 def test_expand_paths_finds_images_in_folders_recursively(tmp_path):
   (tmp_path / 'a' / 'deep').mkdir(parents=True)
   for name in ('a/2.png', 'a/deep/1.JPG', 'a/notes.txt', 'b.jpg'):
