@@ -22,15 +22,14 @@ ui.perfetto.dev; `--hlo_out` writes the compiled module's text, whose
 instruction names the table uses.
 """
 
-import collections
 import tempfile
 import time
 
 from absl import app
 from absl import flags
 
+from aisci.train import op_profile
 from benchmarks import common
-from benchmarks import hlo_profile
 from benchmarks import models as bench_models
 
 _MODEL = flags.DEFINE_string('model', 'vit_ti4', f'One of {list(bench_models.MODELS)}.')
@@ -59,7 +58,7 @@ def main(argv):
   if _HLO_OUT.value:
     with open(_HLO_OUT.value, 'w', encoding='utf-8') as f:
       f.write(hlo_text)
-  instructions = hlo_profile.parse_hlo(hlo_text)
+  instructions = op_profile.parse_hlo(hlo_text)
   steps = _STEPS.value
   # Run the executable compiled above: calling `train_step` would compile
   # the same program a second time (lower().compile() fills no jit cache).
@@ -71,46 +70,32 @@ def main(argv):
     for _ in range(steps):
       state, _ = jax.block_until_ready(compiled(state, batch))
     wall_ms = 1e3 * (time.perf_counter() - start) / steps
-  by_op: dict[str, float] = collections.Counter()
-  calls: dict[str, int] = collections.Counter()
-  for event in hlo_profile.trace_events(trace_dir):
-    name = event['name']
-    if name in instructions:
-      by_op[name] += event.get('dur', 0.0) / 1e3 / steps
-      calls[name] += 1
-  total = sum(by_op.values())
-  if not total:
-    raise RuntimeError('The trace has no events named after HLO instructions; '
-                       'this jaxlib may not annotate XLA:CPU operations.')
-  by_kind: dict[str, float] = collections.Counter()
-  # The same layer of every block in one row: which layer type costs most.
-  by_source: dict[tuple[str, str], float] = collections.Counter()
-  for name, ms in by_op.items():
-    info = instructions[name]
-    by_kind[info['kind']] += ms
-    by_source[info['kind'], hlo_profile.fold_blocks(info['op_name'])] += ms
+  summary = op_profile.summarize(
+      instructions, op_profile.trace_events(trace_dir), steps)
 
   def costliest(times, limit=None):
-    """(key, 'ms', 'share') rows of a Counter, largest first."""
-    return [(key, f'{ms:.1f}', f'{100 * ms / total:.1f} %')
-            for key, ms in sorted(times.items(), key=lambda kv: -kv[1])[:limit]]
+    """(key, 'ms', 'share') rows, largest first."""
+    return [(key, f'{ms:.1f}', f'{100 * share:.1f} %')
+            for key, ms, share in summary.costliest(times, limit)]
 
-  print(f'# step: {wall_ms:.0f} ms wall (profiled); operations: {total:.0f} '
-        f'thread-ms; trace in {trace_dir}\n')
+  print(f'# step: {wall_ms:.0f} ms wall (profiled); operations: '
+        f'{summary.total:.0f} thread-ms; trace in {trace_dir}\n')
   print(common.table(['kind', 'thread-ms / step', 'share'],
-                     [list(row) for row in costliest(by_kind)]))
+                     [list(row) for row in costliest(summary.by_kind)]))
   print()
   print(common.table(
       ['operation', 'kind', 'thread-ms / step', 'share', 'runs / step',
        'from (op_name)'],
-      [[name, instructions[name]['kind'], ms, share, calls[name] // steps,
-        hlo_profile.short_op_name(instructions[name]['op_name'])]
-       for name, ms, share in costliest(by_op, _TOP.value)]))
+      [[name, instructions[name]['kind'], ms, share, summary.calls[name],
+        op_profile.short_op_name(instructions[name]['op_name'])]
+       for name, ms, share in costliest(summary.by_op, _TOP.value)]))
   print()
   print(common.table(
       ['kind', 'thread-ms / step', 'share', 'from (op_name, blocks folded)'],
-      [[kind, ms, share, hlo_profile.short_op_name(source, width=90)]
-       for (kind, source), ms, share in costliest(by_source, _TOP.value)]))
+      [[kind, ms, share, op_profile.short_op_name(source, width=90)]
+       for (kind, source), ms, share in costliest(summary.by_source,
+                                                  _TOP.value)]))
+
 
 if __name__ == '__main__':
   app.run(main)

@@ -127,6 +127,9 @@ def get_config(arg=None):
   # and their gradients averaged: the same update, k times less activation
   # memory (aisci/train/grad_accum.py).
   config.grad_accum_steps = 1
+  # A jax.profiler trace of the steps after the first start_step, into
+  # WORKDIR/profile (aisci/train/step_profile.py); num_steps=0: none.
+  config.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
   config.log_every_steps = 100
   config.eval_every_steps = 3900
   config.checkpoint_every_steps = 3900

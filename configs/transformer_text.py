@@ -103,6 +103,9 @@ def get_config(arg=None):
   # 47 s over 1 (benchmarks/README.md).
   config.cpu_devices = 8
   config.grad_accum_steps = 1
+  # A jax.profiler trace of the steps after the first start_step, into
+  # WORKDIR/profile (aisci/train/step_profile.py); num_steps=0: none.
+  config.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
   config.log_every_steps = 100
   config.eval_every_steps = 400
   config.checkpoint_every_steps = 400

@@ -104,6 +104,9 @@ def get_config(arg=None):
   # 2:03 instead of 2:27 from launch (benchmarks/README.md).
   config.cpu_devices = 2
   config.grad_accum_steps = 1
+  # A jax.profiler trace of the steps after the first start_step, into
+  # WORKDIR/profile (aisci/train/step_profile.py); num_steps=0: none.
+  config.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
   config.log_every_steps = 50
   config.eval_every_steps = 380
   config.checkpoint_every_steps = 190

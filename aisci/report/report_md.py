@@ -37,7 +37,7 @@ def _number(value: Any) -> str:
   return f'{value:.4f}' if abs(value) >= 1e-3 or value == 0 else f'{value:.3g}'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
   lines = ['| ' + ' | '.join(header) + ' |',
            '|' + '|'.join('---' for _ in header) + '|']
   lines += ['| ' + ' | '.join(_number(v) for v in row) + ' |' for row in rows]
@@ -61,7 +61,7 @@ def per_class_table(report: Mapping[str, Any]) -> list[str]:
     if isinstance(report.get(average), Mapping):
       rows.append([f'*{average}*'] + [report[average].get(k, '')
                                         for k in columns])
-  return _table(['class'] + columns, rows)
+  return table(['class'] + columns, rows)
 
 
 def timing_lines(timings: Mapping[str, float]) -> list[str]:
@@ -106,16 +106,16 @@ def render(*, workdir: str, config: Mapping[str, Any],
            f'Final evaluation at step {step:,} on the `{split}` split'
            + (f' ({report["num_examples"]:,} examples)'
               if 'num_examples' in report else '') + '.', '']
-  lines += _table(['metric', 'value'], sorted(scalars.items()))
+  lines += table(['metric', 'value'], sorted(scalars.items()))
   lines += ['', '## Configuration', '']
   summary = [(f, _get(config, f)) for f in SUMMARY_FIELDS]
-  lines += _table(['field', 'value'],
-                  [(f'`{f}`', v) for f, v in summary
+  lines += table(['field', 'value'],
+                 [(f'`{f}`', v) for f, v in summary
                    if v is not None and (v or f not in _ONLY_IF_SET)])
   lines += ['', 'The full config is in `config.json`.', '']
-  table = per_class_table(report)
-  if table:
-    lines += ['## Per class', ''] + table + ['']
+  per_class = per_class_table(report)
+  if per_class:
+    lines += ['## Per class', ''] + per_class + ['']
   elif class_names:
     lines += [f'Classes: {", ".join(class_names)}.', '']
   timing = timing_lines(timings)

@@ -42,6 +42,7 @@ from aisci.train import progress as progress_lib
 from aisci.train import prune as prune_lib
 from aisci.train import sharding as sharding_lib
 from aisci.train import step_memory
+from aisci.train import step_profile
 from aisci.train import steps
 from aisci.train import whiten
 from aisci.train import workdir_config
@@ -356,10 +357,15 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   if frozen:
     logging.info('Garbage collector back on; %d start-up objects frozen.',
                  frozen)
+  profiler = step_profile.StepProfiler(
+      config.get('profile'), workdir, start_step, end_step,  # configs without it
+      hlo_text=lambda: train_step.as_text())
   try:
     pending_metrics = []
     for step in range(start_step, end_step):
+      profiler.before_step(step, state)
       state, metrics = train_step(state, next(train_batches))
+      profiler.after_step(step + 1, (state, metrics))
       pending_metrics.append(metrics)
       if len(pending_metrics) > MAX_STEPS_AHEAD:
         jax.block_until_ready(pending_metrics[-MAX_STEPS_AHEAD - 1])
@@ -425,6 +431,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     _timed('Keeping the best checkpoint',
            lambda: best.update(final_step, scalars, state))
   finally:
+    profiler.close()
     # Whatever ends the run, saves already started are completed.
     _timed('Closing the metrics writer', writer.close)
     _timed('Finishing the checkpoint saves', checkpointer.close)

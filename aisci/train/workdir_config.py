@@ -35,6 +35,7 @@ SAFE_FIELDS = (
     'model.attention',  # the same function, another kernel (models/attention.py)
     'init.',  # only read when a run starts from scratch
     'optimizer.skip_nonfinite_updates',  # a guard, to get past a bad batch
+    'profile.',  # which steps are traced (train/step_profile.py)
 )
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/hlo_profile.py: HLO instructions are classified, and the
+"""aisci/train/op_profile.py: HLO instructions are classified, and the
 profiler's trace events carry their names (what profile_step's table sums)."""
 
 import collections
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import hlo_profile
+from aisci.train import op_profile
 
 
 def _mlp_loss(w1, w2, x):
@@ -46,7 +46,7 @@ ENTRY %main (a: f32[4,8], b: f32[8,2]) -> f32[4,2] {
   ROOT %fusion.2 = f32[4,2]{1,0} fusion(%fusion.1), kind=kLoop, calls=%fused_add, metadata={op_name="jit(f)/add"}
 }
 """
-  instructions = hlo_profile.parse_hlo(hlo)
+  instructions = op_profile.parse_hlo(hlo)
   assert instructions['fusion.1']['kind'] == 'fusion: dot'
   assert instructions['fusion.1']['op_name'] == 'jit(f)/dot_general'
   assert instructions['fusion.2']['kind'] == 'fusion: elementwise'
@@ -55,7 +55,7 @@ ENTRY %main (a: f32[4,8], b: f32[8,2]) -> f32[4,2] {
 
 def test_parse_hlo_reads_this_jaxlibs_compiled_text():
   _, compiled, _ = _compiled()
-  instructions = hlo_profile.parse_hlo(compiled.as_text())
+  instructions = op_profile.parse_hlo(compiled.as_text())
   kinds = collections.Counter(i['kind'] for i in instructions.values())
   # Forward and backward hold four matrix products, in fusions or alone.
   assert kinds['fusion: dot'] + kinds['dot'] >= 4, kinds
@@ -64,12 +64,12 @@ def test_parse_hlo_reads_this_jaxlibs_compiled_text():
 
 def test_trace_events_are_named_after_hlo_instructions(tmp_path):
   fn, compiled, args = _compiled()
-  instructions = hlo_profile.parse_hlo(compiled.as_text())
+  instructions = op_profile.parse_hlo(compiled.as_text())
   jax.block_until_ready(fn(*args))
   with jax.profiler.trace(str(tmp_path), create_perfetto_trace=True):
     for _ in range(3):
       jax.block_until_ready(fn(*args))
-  events = hlo_profile.trace_events(str(tmp_path))
+  events = op_profile.trace_events(str(tmp_path))
   named = {e['name'] for e in events} & set(instructions)
   kinds = {instructions[name]['kind'] for name in named}
   assert kinds & {'fusion: dot', 'dot'}, (kinds, sorted(named)[:20])
@@ -80,16 +80,16 @@ def test_trace_events_are_named_after_hlo_instructions(tmp_path):
 
 def test_short_op_name_keeps_the_end():
   name = 'jit(train_step)/' + 'a/' * 50 + 'Dense_0/dot_general'
-  short = hlo_profile.short_op_name(name, width=30)
+  short = op_profile.short_op_name(name, width=30)
   assert len(short) == 30
   assert short.startswith('...') and short.endswith('Dense_0/dot_general')
-  assert hlo_profile.short_op_name('jit(f)/add') == 'add'
+  assert op_profile.short_op_name('jit(f)/add') == 'add'
 
 
 def test_fold_blocks_merges_repeated_blocks_only():
-  assert (hlo_profile.fold_blocks('jit(f)/ViT/encoderblock_11/MlpBlock_3/Dense_0/dot_general')
+  assert (op_profile.fold_blocks('jit(f)/ViT/encoderblock_11/MlpBlock_3/Dense_0/dot_general')
           == 'jit(f)/ViT/encoderblock_*/MlpBlock_3/Dense_0/dot_general')
-  assert (hlo_profile.fold_blocks('jit(f)/ResNet/stage3_block2/Conv_0/conv')
+  assert (op_profile.fold_blocks('jit(f)/ResNet/stage3_block2/Conv_0/conv')
           == 'jit(f)/ResNet/stage3_block*/Conv_0/conv')
   # Numbered layers inside a block are different layers: kept apart.
-  assert hlo_profile.fold_blocks('jit(f)/m/Dense_0/dot') == 'jit(f)/m/Dense_0/dot'
+  assert op_profile.fold_blocks('jit(f)/m/Dense_0/dot') == 'jit(f)/m/Dense_0/dot'

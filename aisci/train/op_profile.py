@@ -3,11 +3,14 @@
 `parse_hlo` classifies the instructions of a compiled module's text
 (`jitted.lower(...).compile().as_text()`); `trace_events` reads the Perfetto
 trace that `jax.profiler.trace(dir, create_perfetto_trace=True)` writes, whose
-XLA:CPU events are named after those instructions. benchmarks/profile_step.py
-joins the two.
+XLA:CPU events are named after those instructions; `summarize` joins the
+two: milliseconds per step by kind, by instruction and by the model layer
+that made it. Used by the loop's config.profile (train/step_profile.py) and
+by benchmarks/profile_step.py.
 """
 
 import collections
+import dataclasses
 import glob
 import gzip
 import json
@@ -85,3 +88,48 @@ def fold_blocks(op_name: str) -> str:
   """op_name with repeated-block indices replaced by '*', so that the same
   layer of every block sums into one row: .../encoderblock_*/MlpBlock_3/..."""
   return _BLOCK.sub(lambda m: m.group(1) + '*', op_name)
+
+
+@dataclasses.dataclass
+class Summary:
+  """Thread-milliseconds per step of the traced instructions: in all
+  (`total`), per kind, per instruction (with `calls` per step), and per
+  (kind, op_name with repeated blocks folded)."""
+  total: float
+  by_kind: collections.Counter
+  by_op: collections.Counter
+  calls: collections.Counter
+  by_source: collections.Counter
+
+  def costliest(self, times: collections.Counter, limit=None):
+    """(key, ms, share of total) of `times`, largest first."""
+    return [(key, ms, ms / self.total) for key, ms in
+            sorted(times.items(), key=lambda kv: -kv[1])[:limit]]
+
+
+def summarize(instructions: dict[str, dict[str, str]], events: list[dict],
+              steps: int) -> Summary:
+  """Sums the trace `events` named after `instructions` (parse_hlo) over
+  `steps` traced steps. Raises RuntimeError if none is."""
+  by_op: collections.Counter = collections.Counter()
+  calls: collections.Counter = collections.Counter()
+  for event in events:
+    name = event['name']
+    if name in instructions:
+      by_op[name] += event.get('dur', 0.0) / 1e3 / steps
+      calls[name] += 1
+  total = sum(by_op.values())
+  if not total:
+    raise RuntimeError('The trace has no events named after HLO instructions; '
+                       'this jaxlib may not annotate XLA operations.')
+  by_kind: collections.Counter = collections.Counter()
+  # The same layer of every block in one row: which layer type costs most.
+  by_source: collections.Counter = collections.Counter()
+  for name, ms in by_op.items():
+    info = instructions[name]
+    by_kind[info['kind']] += ms
+    by_source[info['kind'], fold_blocks(info['op_name'])] += ms
+  return Summary(total=total, by_kind=by_kind, by_op=by_op,
+                 calls=collections.Counter(
+                     {k: v // steps for k, v in calls.items()}),
+                 by_source=by_source)
