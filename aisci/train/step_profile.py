@@ -10,10 +10,13 @@ executions): every XLA operation on every device thread, the host's input
 pipeline and the loop, into WORKDIR/profile/plugins/profile/<time>/. Open
 its perfetto_trace.json.gz at https://ui.perfetto.dev, or run
 `tensorboard --logdir WORKDIR/profile` with `pip install
-tensorboard-plugin-profile` (its .xplane.pb). Beside them, ops.md sums
-the trace per kind of XLA operation (matrix-product fusions, elementwise
-fusions, reductions, collectives, ...) and per model layer, every block's
-same layer in one row (aisci/train/op_profile.py). The loop waits for the
+tensorboard-plugin-profile` (its .xplane.pb). On a CPU, ops.md beside
+them sums the trace per kind of XLA operation (matrix-product fusions,
+elementwise fusions, reductions, collectives, ...) and per model layer,
+every block's same layer in one row (aisci/train/op_profile.py): XLA:CPU
+names each trace event after its HLO instruction. GPU traces name kernels
+after the libraries that run them (cuBLAS, cuDNN), which that join would
+miss, so there the trace itself is the summary. The loop waits for the
 step before the first traced one, so the trace starts clean; the traced
 steps run as any other, with tracing's own small overhead.
 """
@@ -93,7 +96,7 @@ class StepProfiler:
   def _write_summary(self, folder: str, seconds: float) -> None:
     """ops.md in `folder`: the trace summed per kind of operation and per
     layer; a log line with the three costliest kinds."""
-    if self._hlo_text is None:
+    if self._hlo_text is None or jax.default_backend() != 'cpu':
       return
     try:
       summary = op_profile.summarize(
