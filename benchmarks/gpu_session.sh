@@ -55,8 +55,10 @@ if [[ $parts == *,torch,* ]]; then
     --seeds="${CIFAR_SEEDS:-0}" ${TORCH_ARGS:-} 2>&1 | tee "$out/torch_cifar.txt"
 fi
 if [[ $parts == *,main,* ]]; then
+  # profile: a trace of steps 11-13 comes back in aisci_main/profile.
   python3 -m aisci.main --config=configs/cifar_fast.py:gpu \
     --config.dataset="imagefolder:$data/cifar10-jpeg" \
+    --config.profile.num_steps=3 \
     --workdir="$out/aisci_main" ${MAIN_FLAGS:-} 2>&1 | tee "$out/aisci_main.txt"
   rm -rf "$out/aisci_main/checkpoints"
 fi
