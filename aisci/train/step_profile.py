@@ -110,8 +110,10 @@ class StepProfiler:
         f'# Steps {self.start + 1}-{self.stop}: where the time goes', '',
         f'{seconds:.3f} s per step (wall, traced); the operations below add '
         f'up to {summary.total:.0f} ms per step of device-thread time, which '
-        'exceeds the wall time when several devices or threads run at once '
-        '(aisci/train/step_profile.py).', '', '## Per kind of operation', '']
+        'exceeds the wall time when several devices or threads run at once. '
+        'A collective (all-reduce, ...) also counts the time a device waits '
+        'in it for the others (aisci/train/step_profile.py).', '',
+        '## Per kind of operation', '']
     lines += report_md.table(
         ['kind', 'thread-ms / step', 'share'],
         [(kind, f'{ms:.1f}', share(part))
