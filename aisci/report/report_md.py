@@ -111,7 +111,7 @@ def render(*, workdir: str, config: Mapping[str, Any],
   summary = [(f, _get(config, f)) for f in SUMMARY_FIELDS]
   lines += table(['field', 'value'],
                  [(f'`{f}`', v) for f, v in summary
-                   if v is not None and (v or f not in _ONLY_IF_SET)])
+                  if v is not None and (v or f not in _ONLY_IF_SET)])
   lines += ['', 'The full config is in `config.json`.', '']
   per_class = per_class_table(report)
   if per_class:
