@@ -98,7 +98,8 @@ def main(argv):
         f'--devices={devices}', f'--repeats={_REPEATS.value}'],
         env=common.main_env()) for size in sizes]
     twin = _TORCH.value and bench_models.has_inference_twin(name)
-    # PyTorch with aisci.main's allocator too, as train_step.py runs it.
+    # PyTorch in the same environment as aisci (aisci.main's allocator);
+    # train_step.py also times it without and keeps the faster.
     torch_results = [common.run_worker('benchmarks.eval_step', [
         '--torch_worker', f'--model={name}', f'--batch_size={size}',
         f'--repeats={_REPEATS.value}'], env=common.main_env())
