@@ -75,6 +75,11 @@ _DATA_CACHE_DIR = flags.DEFINE_string(
     'next run with the same files reads them back instead of decoding them '
     '(aisci/data/decoded_cache.py). Default: $XDG_CACHE_HOME/aisci/images '
     "or ~/.cache/aisci/images; '' turns it off.")
+_DATA_CACHE_MAX_GB = flags.DEFINE_float(
+    'data_cache_max_gb', decoded_cache.DEFAULT_MAX_GB, 'Size limit of '
+    '--data_cache_dir: after each save the entries used longest ago are '
+    'deleted until the rest fit; a split larger than the limit is not saved. '
+    '0: no limit.')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'], 'Join a multi-process '
     '(multi-host) job with jax.distributed.initialize: auto = when the flags '
@@ -120,8 +125,11 @@ def main(argv):
                                ' --xla_cpu_collective_call_terminate_timeout_seconds=1200').strip()
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR_ADDRESS.value,
                          _NUM_PROCESSES.value, _PROCESS_ID.value)
-  compile_cache.enable(_COMPILATION_CACHE_DIR.value)
-  decoded_cache.enable(_DATA_CACHE_DIR.value)
+  try:  # an unusable folder or limit: the message names the flag
+    compile_cache.enable(_COMPILATION_CACHE_DIR.value)
+    decoded_cache.enable(_DATA_CACHE_DIR.value, _DATA_CACHE_MAX_GB.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   if jax.default_backend() == 'cpu':
     if 'cpu_devices' in config:
       config.cpu_devices = jax.local_device_count()  # config.json: what ran

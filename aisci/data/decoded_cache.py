@@ -11,9 +11,11 @@ An entry is found by what made it: the folder and split, the image size,
 this process's share of the files, each file's path, size and modification
 time, and the Pillow version that decoded it. Changing, adding or removing
 a file therefore decodes the split again, and the entry it replaces is
-deleted, as are temporary files that a killed run left mid-write; entries
-of folders no longer used stay until deleted by hand. Splits that decode in
-under MIN_DECODE_SECS are not saved.
+deleted, as are temporary files that a killed run left mid-write. The
+folder is kept under a size (--data_cache_max_gb, default 20 GB): after
+each save, the entries used longest ago (a read counts as a use) are
+deleted until the rest fit, and a split larger than the whole limit is not
+saved. Splits that decode in under MIN_DECODE_SECS are not saved.
 Unreadable files are recorded too, so config.input.skip_corrupt behaves as
 on a first run.
 
@@ -45,7 +47,9 @@ MIN_DECODE_SECS = 0.5
 # Temporary files older than this are what a killed run left mid-write
 # (writing CIFAR-10's training split takes well under a second).
 _ABANDONED_SECS = 3600
+DEFAULT_MAX_GB = 20.0
 _directory: Optional[str] = None
+_max_bytes: Optional[float] = None  # None: no limit
 
 
 def default_dir() -> str:
@@ -53,14 +57,20 @@ def default_dir() -> str:
   return user_cache.default_dir('images')
 
 
-def enable(directory: Optional[str] = None) -> Optional[str]:
-  """Keeps decoded splits in `directory` (None: default_dir(); '': off).
+def enable(directory: Optional[str] = None,
+           max_gb: float = DEFAULT_MAX_GB) -> Optional[str]:
+  """Keeps decoded splits in `directory` (None: default_dir(); '': off),
+  at most `max_gb` GB of them (0: no limit).
 
   Returns the directory used, or None.
   """
-  global _directory
+  global _directory, _max_bytes
+  if max_gb < 0:
+    raise ValueError(f'--data_cache_max_gb={max_gb} must be >= 0 (0: no '
+                     'limit).')
   _directory = user_cache.prepare(directory, 'images', 'data_cache_dir',
                                   'decoded-image cache')
+  _max_bytes = max_gb * 1e9 if max_gb else None
   return _directory
 
 
@@ -120,6 +130,11 @@ def _stacked(outcomes: Sequence[tuple[bool, object]], image_size: int
 
 def _write(directory: str, prefix: str, name: str, outcomes: Outcomes
            ) -> None:
+  if _max_bytes is not None and outcomes.images.nbytes > _max_bytes:
+    logging.info('Not saving %d decoded images (%.1f GB): over the cache\'s '
+                 'limit, --data_cache_max_gb=%g.', len(outcomes.images),
+                 outcomes.images.nbytes / 1e9, _max_bytes / 1e9)
+    return
   # Written under a temporary name and renamed: a run that is killed, or
   # another run writing the same entry, never leaves half a file to read.
   handle, temporary = tempfile.mkstemp(dir=directory, suffix='.tmp')
@@ -150,6 +165,36 @@ def _write(directory: str, prefix: str, name: str, outcomes: Outcomes
         os.remove(path)
     except OSError:
       pass  # another run removed it first
+  _evict(directory, keep=name)
+
+
+def _evict(directory: str, keep: str) -> None:
+  """Deletes the entries used longest ago (not `keep`) until the folder's
+  entries fit in the limit."""
+  if _max_bytes is None:
+    return
+  entries = []
+  for name in os.listdir(directory):
+    if name.endswith('.npz'):
+      try:
+        stat = os.stat(os.path.join(directory, name))
+      except OSError:
+        continue  # another run removed it
+      entries.append((stat.st_mtime, stat.st_size, name))
+  total = sum(size for _, size, _ in entries)
+  for _, size, name in sorted(entries):  # least recently used first
+    if total <= _max_bytes:
+      break
+    if name == keep:
+      continue
+    try:
+      os.remove(os.path.join(directory, name))
+    except OSError:
+      continue
+    total -= size
+    logging.info('Deleted the decoded-image cache entry %s (%.0f MB, used '
+                 'least recently) to keep %s under --data_cache_max_gb=%g.',
+                 name, size / 1e6, directory, _max_bytes / 1e9)
 
 
 def _decode(decode, paths: Sequence[str], image_size: int
@@ -175,6 +220,10 @@ def decoded(root: str, split: str, image_size: int, paths: Sequence[str],
     if outcomes is not None:
       logging.info('Read %d decoded images of %s/%s from %s.', len(paths),
                    root, split, file)
+      try:
+        os.utime(file)  # used now: the size limit deletes others first
+      except OSError:
+        pass  # a read-only cache is still read
       return outcomes
   outcomes, seconds = _decode(decode, paths, image_size)
   if seconds >= MIN_DECODE_SECS:

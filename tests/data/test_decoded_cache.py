@@ -180,3 +180,52 @@ def test_default_dir_and_an_unusable_dir(tmp_path, monkeypatch):
   blocker.write_text('')
   with pytest.raises(ValueError, match='--data_cache_dir'):
     decoded_cache.enable(str(blocker / 'images'))
+
+
+def _split(root, name, count, jpegs):
+  """root/NAME/train/<2 classes>/ with `count` real JPEGs each."""
+  for c in ('a', 'b'):
+    out = root / name / 'train' / c
+    out.mkdir(parents=True)
+    for i in range(count):
+      shutil.copy(jpegs[i % len(jpegs)], out / f'{i}.jpg')
+  return str(root / name)
+
+
+def test_the_folder_keeps_under_its_limit_deleting_the_least_recently_used(
+    folder, tmp_path, monkeypatch):
+  monkeypatch.setattr(decoded_cache, 'MIN_DECODE_SECS', 0.0)
+  jpegs = sorted((folder / 'train').rglob('*.jpg'))
+  roots = {n: _split(tmp_path, n, 10, jpegs) for n in ('one', 'two', 'three')}
+  entry = 20 * 32 * 32 * 3  # bytes of images per split, plus a small header
+  directory = tmp_path / 'decoded'
+  # Room for two entries, not three.
+  decoded_cache.enable(str(directory), max_gb=2.5 * entry / 1e9)
+  try:
+    def entries():
+      return {p.name for p in directory.glob('*.npz')}
+
+    imagefolder.make_source(roots['one'], 'train', image_size=32)
+    first = entries()
+    imagefolder.make_source(roots['two'], 'train', image_size=32)
+    second = entries() - first
+    assert len(first) == len(second) == 1
+    os.utime(directory / next(iter(first)), (1, 1))  # long unused ...
+    imagefolder.make_source(roots['one'], 'train', image_size=32)  # ... read
+    imagefolder.make_source(roots['three'], 'train', image_size=32)
+    # 'one' was read after 'two' was written: 'two' goes.
+    assert first <= entries() and not second & entries()
+    assert len(entries()) == 2
+    # A split larger than the whole limit is not saved; the others stay.
+    decoded_cache.enable(str(directory), max_gb=0.5 * entry / 1e9)
+    before = entries()
+    imagefolder.make_source(_split(tmp_path, 'four', 10, jpegs), 'train',
+                            image_size=32)
+    assert entries() == before
+  finally:
+    decoded_cache.enable('')
+
+
+def test_a_negative_limit_is_an_error_naming_the_flag(tmp_path):
+  with pytest.raises(ValueError, match='--data_cache_max_gb=-1.0 must be'):
+    decoded_cache.enable(str(tmp_path), max_gb=-1.0)
