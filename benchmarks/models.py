@@ -59,6 +59,12 @@ MODELS = {
     'fastcnn_airbench': ('configs/cifar_fast.py:cpu_airbench_opt', {},
                          'FastCNN 32/128/128, whitened stem '
                          '(cifar_fast.py:cpu_airbench_opt)'),
+    # BatchNorm statistics per device (8 ghost batches of 64): no
+    # all-reduce in the middle of the step (models/ghost_batch_norm.py).
+    'fastcnn_airbench_ghost': ('configs/cifar_fast.py:cpu_airbench_opt',
+                               dict(model=dict(bn_groups=8)),
+                               'FastCNN 32/128/128, whitened stem, 8 ghost '
+                               'batches'),
     'fastcnn_airbench_valid': ('configs/cifar_fast.py:cpu_airbench_opt',
                                dict(model=dict(stem_padding='VALID')),
                                'FastCNN 32/128/128, whitened stem unpadded '
@@ -274,7 +280,7 @@ def _airbench_fastcnn(model) -> bool:
   the whitened stem, three groups, BatchNorm scales fixed."""
   return (model.name == 'fastcnn' and model.stem == 'whiten'
           and len(model.widths) == 3 and not model.bn_scale
-          and not model.residual)
+          and not model.residual and model.get('bn_groups', 1) == 1)
 
 
 def torch_model(config: ml_collections.ConfigDict,

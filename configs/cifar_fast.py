@@ -86,6 +86,9 @@ def get_config(arg=None):
       head_scale=1.0 / 9,
       bn_momentum=0.6,  # short runs: running statistics must follow quickly
       bn_scale=True,  # False: BatchNorm scales fixed at 1 (airbench's)
+      # BatchNorm statistics per this many slices of the batch (ghost
+      # batches; aisci/models/ghost_batch_norm.py); 1: the whole batch.
+      bn_groups=1,
       # airbench's implicit residual: 3x3 convs start as the identity on
       # their first c_in filters (fastcnn.identity_init).
       identity_init=False,

@@ -37,6 +37,8 @@ def test_torch_twin_has_the_same_parameter_count(name):
 
 def test_no_twin_for_fastcnn():
   assert not bench_models.has_torch_twin('fastcnn_cpu')
+  # Its twin normalises whole batches: no twin for ghost batches.
+  assert not bench_models.has_torch_twin('fastcnn_airbench_ghost')
   with pytest.raises(ValueError, match='No PyTorch twin'):
     bench_models.torch_model(bench_models.config_for('fastcnn_cpu'))
 

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from aisci.models import conv
+from aisci.models import ghost_batch_norm
 from aisci.models import tta
 
 
@@ -40,6 +41,14 @@ def max_pool_2x2(x):
   if h % 2 or w % 2:
     x = x[:, :h - h % 2, :w - w % 2]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def batch_norm(groups: int, **kwargs) -> nn.Module:
+  """nn.BatchNorm(**kwargs), or with groups > 1 its ghost-batch form
+  (ghost_batch_norm.py: statistics per slice of the batch)."""
+  if groups == 1:
+    return nn.BatchNorm(**kwargs)
+  return ghost_batch_norm.GhostBatchNorm(groups=groups, **kwargs)
 
 
 def identity_init(base=nn.linear.default_kernel_init):
@@ -70,6 +79,7 @@ class ConvGroup(nn.Module):
   residual: bool = False
   bn_momentum: float = 0.9
   bn_scale: bool = True
+  bn_groups: int = 1
   identity_init: bool = False
   dtype: Any = jnp.float32
 
@@ -80,7 +90,8 @@ class ConvGroup(nn.Module):
     conv3x3 = functools.partial(conv.Conv, self.features, (3, 3),
                                 padding='SAME', use_bias=False,
                                 kernel_init=kernel_init, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(batch_norm, self.bn_groups,
+                             use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
                              use_scale=self.bn_scale,
                              dtype=jnp.float32)  # Norms in float32.
@@ -117,6 +128,9 @@ class FastCNN(nn.Module):
       (PyTorch's momentum is 1 - this); short runs want a low value.
     bn_scale: learn a BatchNorm scale; False fixes it at 1 (airbench's
       frozen BatchNorm weights: only the biases are trained).
+    bn_groups: BatchNorm statistics per this many equal slices of the batch
+      (ghost batches, ghost_batch_norm.py); 1: of the whole batch. As many
+      as the batch's devices spares an all-reduce per BatchNorm.
     identity_init: start the first min(c_in, c_out) filters of each
       group's 3x3 convs as the identity (`identity_init` above, airbench's).
     tta_flip: at evaluation (train=False), average the logits of the image
@@ -137,6 +151,7 @@ class FastCNN(nn.Module):
   head_scale: float = 1.0 / 9
   bn_momentum: float = 0.9
   bn_scale: bool = True
+  bn_groups: int = 1
   identity_init: bool = False
   tta_flip: bool = True
   tta_translate: bool = False
@@ -168,10 +183,10 @@ class FastCNN(nn.Module):
       x = conv.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False,
                     dtype=self.dtype,
                     name='stem_conv')(images.astype(self.dtype))
-      x = nn.BatchNorm(use_running_average=not train,
-                       momentum=self.bn_momentum, epsilon=1e-5,
-                       use_scale=self.bn_scale, dtype=jnp.float32,
-                       name='stem_bn')(x)
+      x = batch_norm(self.bn_groups, use_running_average=not train,
+                     momentum=self.bn_momentum, epsilon=1e-5,
+                     use_scale=self.bn_scale, dtype=jnp.float32,
+                     name='stem_bn')(x)
     elif self.stem == 'whiten':
       whitened = 2 * 2 * 2 * images.shape[-1]
       if self.stem_width != whitened:
@@ -191,6 +206,7 @@ class FastCNN(nn.Module):
     for i, width in enumerate(self.widths):
       x = ConvGroup(width, residual=self.residual,
                     bn_momentum=self.bn_momentum, bn_scale=self.bn_scale,
+                    bn_groups=self.bn_groups,
                     identity_init=self.identity_init, dtype=self.dtype,
                     name=f'group{i + 1}')(x, train=train)
     return jnp.max(x.astype(jnp.float32), axis=(1, 2))  # Global max-pool.
