@@ -56,19 +56,10 @@ def worker() -> dict:
 
 
 def torch_worker() -> dict:
-  import os  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
   config = bench_models.config_for(_MODEL.value, _BATCH.value)
-  model = bench_models.torch_model(config).eval()
-  images, _ = bench_models.synthetic_batch(_BATCH.value, config.input.image_size)
-  x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC storage
-  if config.model.name == 'vit':
-    x = x.contiguous()
-  else:
-    model = model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
+  model, x, _ = bench_models.torch_model_and_batch(config)
+  model.eval()
 
   def forward():
     with torch.inference_mode():

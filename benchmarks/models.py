@@ -283,6 +283,26 @@ def _airbench_fastcnn(model) -> bool:
           and not model.residual and model.get('bn_groups', 1) == 1)
 
 
+def torch_model_and_batch(config: ml_collections.ConfigDict):
+  """(PyTorch twin of config.model, images [batch, 3, size, size], labels
+  [batch] int64) on the CPU, seeded, one thread per core: the synthetic
+  batch aisci gets, stored NHWC (channels_last) for the CNNs, as aisci
+  lays it out."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  model = torch_model(config)
+  images, labels = synthetic_batch(config.input.batch_size,
+                                   config.input.image_size)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC storage
+  if config.model.name in ('resnet', 'fastcnn'):
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  else:
+    x = x.contiguous()
+  return model, x, torch.from_numpy(labels).long()
+
+
 def torch_model(config: ml_collections.ConfigDict,
                 num_classes: int = NUM_CLASSES):
   """The PyTorch twin of `config.model` (ViT, CIFAR ResNet-18, or the

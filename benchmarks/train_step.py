@@ -106,19 +106,9 @@ def _temp_mb(compiled) -> float:
 
 def torch_worker(name: str) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
-  threads = os.cpu_count()
-  torch.set_num_threads(threads)
-  torch.manual_seed(0)
   config = bench_models.config_for(name, _BATCH.value)
-  model = bench_models.torch_model(config)
-  images, labels = bench_models.synthetic_batch(config.input.batch_size, config.input.image_size)
-  x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC storage = channels_last
-  y = torch.from_numpy(labels).long()
-  if config.model.name in ('resnet', 'fastcnn'):
-    model = model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
-  else:
-    x = x.contiguous()
+  model, x, y = bench_models.torch_model_and_batch(config)
+  threads = torch.get_num_threads()
   opt_config = config.optimizer
   from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
   groups = torch_models.decayed_groups(model, opt_config.weight_decay)

@@ -6,7 +6,7 @@ Why: a batch sharded over several devices makes nn.BatchNorm's statistics
 an all-reduce across them, in the middle of the forward and backward
 passes. With the batch split into as many ghost batches as devices (or a
 multiple), each device normalises its own rows: the fast CNN's step on 8
-CPU devices ran 1.05-1.12x faster (benchmarks/README.md). The statistics
+CPU devices ran 1.05-1.06x faster (benchmarks/README.md). The statistics
 of smaller batches also differ from the whole batch's, so this is a
 modelling choice (config.model.bn_groups), not a free speed-up.
 

@@ -26,7 +26,7 @@ def test_other_names_are_an_error_naming_the_choices(name):
     (jnp.bfloat16, 'tpu', False),
 ])
 def test_warns_only_for_bfloat16_on_cpu(dtype, platform, warns, caplog):
-  caplog.set_level('WARNING')
+  caplog.set_level('WARNING', logger='absl')
   assert compute_dtype.warn_if_slow(jnp.dtype(dtype), platform) == warns
   messages = [r.getMessage() for r in caplog.records]
   if warns:

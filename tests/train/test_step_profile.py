@@ -38,7 +38,7 @@ def _params(workdir):
 
 def test_profiled_steps_are_traced_and_train_the_same(cifar10_small, tmp_path,
                                                       caplog):
-  caplog.set_level('INFO')
+  caplog.set_level('INFO', logger='absl')  # whatever absl's verbosity
   plain, profiled = str(tmp_path / 'plain'), str(tmp_path / 'profiled')
   loop.train_and_evaluate(_config(cifar10_small), plain)
   loop.train_and_evaluate(
@@ -73,7 +73,7 @@ def test_profiled_steps_are_traced_and_train_the_same(cifar10_small, tmp_path,
 
 
 def test_a_window_outside_the_run_traces_nothing(tmp_path, caplog):
-  caplog.set_level('INFO')
+  caplog.set_level('INFO', logger='absl')  # whatever absl's verbosity
   profiler = step_profile.StepProfiler(
       {'start_step': 10, 'num_steps': 2}, str(tmp_path), first_step=12,
       end_step=20)  # a run resumed after the window
