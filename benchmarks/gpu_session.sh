@@ -5,10 +5,11 @@
 # CNN's time to 94 % on CIFAR-10 beside the PyTorch airbench94 recipe on the
 # same JPEG copy (benchmarks/torch_cifar.py; gpu_cifar.py alone: part cifar),
 # then the product itself: `python -m aisci.main --config=configs/cifar_fast.py:gpu`
-# (batches made on the GPU, no TensorFlow needed).
+# (batches made on the GPU, no TensorFlow needed), and last the wider
+# airbench95-style net (configs/cifar_fast.py:gpu95) on the same copy.
 #
 #   bash benchmarks/gpu_session.sh CARRY OUT
-#   PARTS=main bash benchmarks/gpu_session.sh CARRY OUT   # any of vit,cifar,torch,main
+#   PARTS=main bash benchmarks/gpu_session.sh CARRY OUT   # any of vit,cifar,torch,main,cifar95
 #
 # CARRY holds cifar10-jpeg.tar.gz (../shared/data) and the wheels the
 # machine lacks (the lent H200's image had jax, flax, optax, torch, no
@@ -34,7 +35,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__,
   "flax", flax.__version__, "optax", optax.__version__, "torch",
   torch.__version__, jax.devices())' 2>&1 | tee -a "$out/machine.txt"
-parts=,${PARTS:-vit,torch,main},
+parts=,${PARTS:-vit,torch,main,cifar95},
 if [[ $parts == *,vit,* ]]; then
   # VIT_ARGS: e.g. "--profile_dir=$OUT/profile --xla_variants=';--xla_...'"
   python3 -m benchmarks.gpu --batch_sizes="${VIT_BATCHES:-256}" ${VIT_ARGS:-} 2>&1 \
@@ -61,4 +62,11 @@ if [[ $parts == *,main,* ]]; then
     --config.profile.num_steps=3 \
     --workdir="$out/aisci_main" ${MAIN_FLAGS:-} 2>&1 | tee "$out/aisci_main.txt"
   rm -rf "$out/aisci_main/checkpoints"
+fi
+if [[ $parts == *,cifar95,* ]]; then
+  # airbench95's widths, epochs and learning rate: how close a wider net
+  # comes to 94 % on the JPEG copy. CIFAR95_ARGS: e.g. "--limit=1024".
+  python3 -m benchmarks.gpu_cifar --data="$data/cifar10-jpeg" \
+    --config=configs/cifar_fast.py:gpu95 --epochs="${CIFAR95_EPOCHS:-15}" \
+    --seeds="${CIFAR_SEEDS:-0}" ${CIFAR95_ARGS:-} 2>&1 | tee "$out/cifar95.txt"
 fi

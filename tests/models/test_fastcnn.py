@@ -197,7 +197,7 @@ def test_image_size_must_divide_by_the_pooling():
 
 
 @pytest.mark.parametrize('variant', ['default', 'cpu', 'cpu_whiten', 'cpu_airbench',
-                                     'cpu_airbench_opt', 'gpu', 'tiny'])
+                                     'cpu_airbench_opt', 'gpu', 'gpu95', 'tiny'])
 def test_config_variants_build(variant):
   spec = importlib.util.spec_from_file_location('cifar_fast', CONFIG)
   module = importlib.util.module_from_spec(spec)
