@@ -10,11 +10,15 @@ the other took 13.2-16.0 s; from the compilation cache 2.6-2.7 against
 """
 
 import concurrent.futures
-from typing import Any
+from typing import Any, Optional
 
 
-def start(jitted: Any, *args: Any) -> concurrent.futures.Future:
-  """A future of `jitted.lower(*args).compile()`, computed on a new thread.
+def start(jitted: Any, *args: Any,
+          compiler_options: Optional[dict[str, Any]] = None
+          ) -> concurrent.futures.Future:
+  """A future of `jitted.lower(*args).compile(compiler_options)`, computed
+  on a new thread (options: XLA DebugOptions fields, e.g.
+  {'xla_backend_optimization_level': 1}).
 
   Its result is the compiled function; an error in tracing, lowering or
   compiling is raised by `result()`. The thread is not a daemon: a process
@@ -23,6 +27,7 @@ def start(jitted: Any, *args: Any) -> concurrent.futures.Future:
   """
   executor = concurrent.futures.ThreadPoolExecutor(
       max_workers=1, thread_name_prefix='aisci-compile')
-  future = executor.submit(lambda: jitted.lower(*args).compile())
+  future = executor.submit(
+      lambda: jitted.lower(*args).compile(compiler_options=compiler_options))
   executor.shutdown(wait=False)  # the thread ends with its one task
   return future

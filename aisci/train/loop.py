@@ -234,7 +234,8 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
     # Compiled on a worker thread while the train step is traced and
     # compiled below (background_compile.py); run after that.
     init_compiled = background_compile.start(
-        jax.jit(init_fn, out_shardings=state_sharding), rng)
+        jax.jit(init_fn, out_shardings=state_sharding), rng,
+        compiler_options=steps.init_compiler_options(jax.default_backend()))
     start_step = 0
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   # What prediction and export need to know about the data, without it.

@@ -74,6 +74,20 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   return task.eval_sums(outputs, batch), outputs
 
 
+# init_state runs once, so how fast it compiles matters, not how fast it
+# runs. XLA:CPU's LLVM at -O1 compiled unet_membrane.py:multitask's in 4.2
+# s instead of 10.5, ResNet-18's in 2.9 instead of 6.3, ViT-Ti/4's in 6.6
+# instead of 7.9, to the same bits (2 cores, `python -m
+# benchmarks.init_compile`); -O0 changes the normal draws by up to 3 ulp.
+# tests/train/test_background_compile.py checks the bits.
+INIT_CPU_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
+
+
+def init_compiler_options(backend: str) -> dict[str, Any] | None:
+  """XLA options to compile init_state with on `backend` (None: defaults)."""
+  return dict(INIT_CPU_COMPILER_OPTIONS) if backend == 'cpu' else None
+
+
 def init_state(rng: jax.Array, model: nn.Module,
                tx: optax.GradientTransformation,
                example_input: jax.Array) -> TrainState:
