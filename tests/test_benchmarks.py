@@ -263,3 +263,15 @@ def test_main_env_is_the_restart_aisci_main_would_make(tmp_path, monkeypatch):
     assert common.main_env() == {'GLIBC_TUNABLES': huge_pages.TUNABLE}
   else:
     assert common.main_env() == {}
+
+
+def test_init_compile_compares_both_settings_and_their_bits():
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.init_compile', '--models=fastcnn',
+       '--rounds=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  row, = [[c.strip() for c in line.split('|')[1:-1]]
+          for line in result.stdout.splitlines() if line.startswith('| fastcnn')]
+  assert row[1] == '497,528' and row[5] == 'yes', row
+  assert _is_ratio_of(row[4], row[2], row[3]), row
