@@ -66,16 +66,20 @@ def worker() -> dict:
   from aisci import tf_import
   from aisci.train import background_compile
   from aisci.train import loop  # noqa: F401  (what aisci.main imports)
+  from aisci.train import steps
   # pylint: enable=g-import-not-at-top
   if not _ON_DEVICE.value:
     tf_import.load()
   compile_cache.enable(_CACHE_DIR.value)
   marks.append((time.perf_counter(), common.cpu_seconds()))
-  # As aisci/train/loop.py: init compiled on a worker thread while the
-  # step is traced and compiled for the abstract state, then init run.
+  # As aisci/train/loop.py: init compiled on a worker thread (with the
+  # loop's options) while the step is traced and compiled for the abstract
+  # state, then init run.
   init, rng, train_step, batch = bench_models.aisci_jitted(
       _MODEL.value, _BATCH.value, _GRAD_ACCUM.value)
-  init_compiled = background_compile.start(init, rng)
+  init_compiled = background_compile.start(
+      init, rng,
+      compiler_options=steps.init_compiler_options(jax.default_backend()))
   train_step = train_step.lower(jax.eval_shape(init, rng), batch).compile()
   state = jax.block_until_ready(init_compiled.result()(rng))
   marks.append((time.perf_counter(), common.cpu_seconds()))
