@@ -11,7 +11,6 @@ setting's median compile seconds and whether both computed the same bits.
 No compilation cache.
 """
 
-import functools
 import hashlib
 import statistics
 import time
@@ -20,14 +19,15 @@ from absl import app
 from absl import flags
 
 from benchmarks import common
+from benchmarks import models as bench_models
 
-# name -> (config module, variant, classes, example input [1, h, w, c]).
+# name -> (config file:variant, classes, init's example input [1, h, w, c]).
 MODELS = {
-    'vit_tiny': ('vit_cifar', 'tiny', 10, (1, 32, 32, 3)),
-    'vit_ti4': ('vit_cifar', None, 10, (1, 32, 32, 3)),
-    'resnet18': ('resnet_cifar', None, 10, (1, 32, 32, 3)),
-    'fastcnn': ('cifar_fast', 'cpu_airbench_opt', 10, (1, 32, 32, 3)),
-    'unet': ('unet_membrane', 'multitask', 2, (1, 512, 512, 1)),
+    'vit_tiny': ('configs/vit_cifar.py:tiny', 10, (1, 32, 32, 3)),
+    'vit_ti4': ('configs/vit_cifar.py', 10, (1, 32, 32, 3)),
+    'resnet18': ('configs/resnet_cifar.py', 10, (1, 32, 32, 3)),
+    'fastcnn': ('configs/cifar_fast.py:cpu_airbench_opt', 10, (1, 32, 32, 3)),
+    'unet': ('configs/unet_membrane.py:multitask', 2, (1, 512, 512, 1)),
 }
 SETTINGS = ('default', 'init options')
 
@@ -37,20 +37,14 @@ _WORKER = flags.DEFINE_string('worker', None, 'Internal: MODEL:SETTING.')
 
 
 def _worker(name: str, setting: str) -> None:
-  import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from aisci import models  # pylint: disable=g-import-not-at-top
-  from aisci.train import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from aisci.train import steps  # pylint: disable=g-import-not-at-top
 
-  module, variant, classes, shape = MODELS[name]
-  config = importlib.import_module(f'configs.{module}').get_config(variant)
-  model = models.build_model(config.model, num_classes=classes)
-  tx, _ = optimizer_lib.make_optimizer(config)
-  init = jax.jit(functools.partial(steps.init_state, model=model, tx=tx,
-                                   example_input=jnp.zeros(shape)))
+  spec, classes, shape = MODELS[name]
+  # The jitted init as aisci/train/loop.py builds it.
+  init = bench_models.aisci_parts_for(bench_models.load_config(spec), classes,
+                                      example_shape=shape)['init']
   rng = jax.random.PRNGKey(0)
   options = (steps.init_compiler_options(jax.default_backend())
              if setting == 'init options' else None)

@@ -120,12 +120,14 @@ def synthetic_batch(batch_size: int, image_size: int
 
 
 def aisci_parts_for(config: ml_collections.ConfigDict,
-                    num_classes: int = NUM_CLASSES) -> dict:
+                    num_classes: int = NUM_CLASSES,
+                    example_shape: tuple[int, ...] | None = None) -> dict:
   """What aisci/train/loop.py builds from `config` before its first step:
   mesh shardings, model, task, optimizer and schedule, and the jitted init,
   train step (donating the state) and eval step (the task's sums and the
   model's outputs), jitted as the loop jits them; nothing run or compiled
-  yet."""
+  yet. example_shape: init's input, as the loop takes it from the data
+  (default [1, image_size, image_size, 3])."""
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -140,9 +142,10 @@ def aisci_parts_for(config: ml_collections.ConfigDict,
                              dtype=jnp.dtype(config.dtype))
   task = tasks.build_task(config.task, num_classes=num_classes)
   tx, schedule = optimizer_lib.make_optimizer(config)
-  size = config.input.image_size
-  init_fn = functools.partial(steps.init_state, model=model, tx=tx,
-                              example_input=jnp.zeros((1, size, size, 3)))
+  size = config.input.get('image_size')
+  init_fn = functools.partial(
+      steps.init_state, model=model, tx=tx,
+      example_input=jnp.zeros(example_shape or (1, size, size, 3)))
   rng = jax.random.PRNGKey(config.seed)
   state_sharding = sharding_lib.state_sharding(jax.eval_shape(init_fn, rng),
                                                mesh)
