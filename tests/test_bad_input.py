@@ -36,6 +36,7 @@ from aisci.data import tfds_source
 from aisci.train import loop
 from aisci.train import optimizer
 from aisci.train import sharding
+from aisci.train import steps
 from aisci.train import workdir_config
 from configs import vit_cifar
 
@@ -193,7 +194,7 @@ def batch_not_divisible_by_devices(tmp, jpegs, mp):
 
 def image_size_not_divisible_by_patch(tmp, jpegs, mp):
   model = models.build_model(tiny_config().model, num_classes=10)
-  model.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 3)))
+  steps.init_variables(model, jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 3)))
 
 
 def unknown_model(tmp, jpegs, mp):

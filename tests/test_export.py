@@ -17,6 +17,7 @@ from aisci import export
 from aisci import export_check
 from aisci import inference
 from aisci import models
+from aisci.train import steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,7 +73,8 @@ def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
       zero_init_last_bn=False))
   model = models.build_model(config.model, num_classes=10)
   images, _ = test_images
-  variables = model.init(jax.random.PRNGKey(0), images[:2], train=False)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), images[:2],
+                                   train=False)
   # Running statistics of real images, so that BatchNorm is not identity.
   _, stats = model.apply(variables, images, train=True,
                          mutable=['batch_stats'])

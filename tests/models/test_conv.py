@@ -12,6 +12,7 @@ import pytest
 
 from aisci.models import conv
 from aisci.models import resnet
+from aisci.train import steps
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -58,7 +59,7 @@ def test_gradients_match_lax(monkeypatch, patches, shape, kernel, strides,
 
 def test_row_bands_sum_to_the_whole_gradient(monkeypatch):
   x, w = _inputs((2, 11, 7, 4), (3, 3), seed=3)
-  g = jax.random.normal(jax.random.PRNGKey(4), (2, 11, 7, 5))
+  g = np.random.default_rng(4).normal(size=(2, 11, 7, 5)).astype(np.float32)
   pads = ((1, 1), (1, 1))
   whole = conv.weight_grad_patches(x, g, (3, 3), (1, 1), pads)
   monkeypatch.setattr(conv, 'MAX_PATCH_ELEMENTS', 2 * 7 * 9 * 4 * 3)  # 3 rows
@@ -170,9 +171,10 @@ def test_cpu_program_takes_a_stem_without_a_convolution(monkeypatch):
                                     dict(feature_group_count=2)])
 def test_other_convolutions_are_lax_unchanged(monkeypatch, kwargs):
   monkeypatch.setattr(conv, 'PATCH_MIN_ELEMENTS_PER_DEVICE', 0)
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 4))
+  x = np.random.default_rng(0).normal(size=(2, 9, 9, 4)).astype(np.float32)
   groups = kwargs.get('feature_group_count', 1)
-  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4 // groups, 6))
+  w = np.random.default_rng(1).normal(size=(3, 3, 4 // groups, 6)).astype(
+      np.float32)
 
   def loss(fn, x, w):
     return jnp.sum(jnp.sin(fn(x, w, (1, 1), ((1, 1), (1, 1)),
@@ -192,9 +194,9 @@ def test_conv_module_is_nn_conv_with_the_same_parameters():
       x = self.layer(8, (3, 3), strides=(2, 2))(x)
       return self.layer(4, (1, 1), use_bias=False)(x)
 
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 10, 10, 3))
-  ours = Net(conv.Conv).init(jax.random.PRNGKey(1), x)
-  flax_own = Net(nn.Conv).init(jax.random.PRNGKey(1), x)
+  x = np.random.default_rng(0).normal(size=(2, 10, 10, 3)).astype(np.float32)
+  ours = steps.init_variables(Net(conv.Conv), jax.random.PRNGKey(1), x)
+  flax_own = steps.init_variables(Net(nn.Conv), jax.random.PRNGKey(1), x)
   chex.assert_trees_all_equal(ours, flax_own)  # names, shapes and init
   assert set(ours['params']) == {'Conv_0', 'Conv_1'}
   # Both layers are patch products on CPU (27 and 8 values per patch): the
@@ -207,8 +209,8 @@ def test_resnet_block_gradients_with_and_without_patches(monkeypatch):
   # A downsampling block: strided 3x3, 1x1 projection and stride-1 3x3
   # convolutions, all taking the patches (threshold 0).
   model = resnet.ResidualBlock(features=8, stride=2)
-  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 4))
-  variables = model.init(jax.random.PRNGKey(1), x, False)
+  x = np.random.default_rng(0).normal(size=(4, 8, 8, 4)).astype(np.float32)
+  variables = steps.init_variables(model, jax.random.PRNGKey(1), x, train=False)
 
   def grads():
     def loss(params):

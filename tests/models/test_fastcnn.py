@@ -14,6 +14,7 @@ from aisci import models
 from aisci.data import augment
 from aisci.models import fastcnn
 from aisci.models.fastcnn import FastCNN
+from aisci.train import steps
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'cifar_fast.py'
 
@@ -56,7 +57,7 @@ def test_max_pool_2x2_matches_flax_values_and_gradient():
 def test_logits_features_and_batch_stats():
   model = small(tta_flip=False)
   x = images()
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
   logits = model.apply(variables, x)
   chex.assert_shape(logits, (4, 7))
   chex.assert_type(logits, jnp.float32)
@@ -76,7 +77,7 @@ def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
   plain = small(tta_flip=False)
   tta = small(tta_flip=True)
   x = images()
-  variables = plain.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(plain, jax.random.PRNGKey(0), x)
   expected = (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1])) / 2
   np.testing.assert_allclose(tta.apply(variables, x), expected, rtol=1e-5,
                              atol=1e-6)
@@ -93,7 +94,7 @@ def test_tta_translate_weights_the_shifted_views(flip):
   plain = small(tta_flip=False)
   tta = small(tta_flip=flip, tta_translate=True)
   x = images(size=8)
-  variables = plain.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(plain, jax.random.PRNGKey(0), x)
   padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), 'reflect')
   shifted = [padded[:, :8, :8], padded[:, 2:, 2:]]
   # Shifted by one pixel: row 1 of the up-left view is row 0 of the image.
@@ -112,10 +113,10 @@ def test_tta_translate_weights_the_shifted_views(flip):
 
 def test_residual_changes_the_function_not_the_parameters():
   x = images()
-  variables = small().init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(small(), jax.random.PRNGKey(0), x)
   residual = small(residual=True)
   chex.assert_trees_all_equal_shapes(
-      variables, residual.init(jax.random.PRNGKey(0), x))
+      variables, steps.init_variables(residual, jax.random.PRNGKey(0), x))
   assert not np.allclose(small().apply(variables, x),
                          residual.apply(variables, x))
 
@@ -126,7 +127,7 @@ def test_identity_init_passes_the_first_channels_through(c_in, c_out):
                   jnp.float32)
   layer = nn.Conv(c_out, (3, 3), padding='SAME', use_bias=False,
                   kernel_init=fastcnn.identity_init())
-  variables = layer.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(layer, jax.random.PRNGKey(0), x)
   y = layer.apply(variables, x)
   n = min(c_in, c_out)
   chex.assert_trees_all_close(y[..., :n], x[..., :n], atol=1e-6)
@@ -136,11 +137,12 @@ def test_identity_init_passes_the_first_channels_through(c_in, c_out):
 
 
 def test_identity_init_starts_each_group_as_the_identity():
-  variables = small(identity_init=True).init(jax.random.PRNGKey(0), images())
+  variables = steps.init_variables(small(identity_init=True),
+                                   jax.random.PRNGKey(0), images())
   kernel = variables['params']['group2']['conv2']['kernel']  # [3, 3, 16, 16]
   chex.assert_trees_all_equal(kernel[1, 1], jnp.eye(16))
   assert float(jnp.abs(kernel[0]).max()) == 0.0
-  plain = small().init(jax.random.PRNGKey(0), images())
+  plain = steps.init_variables(small(), jax.random.PRNGKey(0), images())
   chex.assert_trees_all_equal_shapes(variables, plain)
 
 
@@ -148,8 +150,8 @@ def test_bn_scale_false_fixes_the_scales_at_one():
   x = images()
   with_scale = small(tta_flip=False, bn_scale=True)
   without = small(tta_flip=False, bn_scale=False)
-  variables = with_scale.init(jax.random.PRNGKey(0), x)
-  fixed = without.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(with_scale, jax.random.PRNGKey(0), x)
+  fixed = steps.init_variables(without, jax.random.PRNGKey(0), x)
   names = lambda tree: {'/'.join(k.key for k in path) for path, _ in
                         jax.tree_util.tree_flatten_with_path(tree)[0]}
   scales = {n for n in names(variables['params']) if n.endswith('/scale')}
@@ -174,7 +176,7 @@ def test_unpadded_whitening_stem_gives_airbench_sizes():
   model = FastCNN(num_classes=10, stem='whiten', stem_width=24,
                   stem_padding='VALID', widths=(8, 16, 16))
   x = jnp.zeros((1, 32, 32, 3))
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
   _, state = model.apply(variables, x, train=True, mutable=['intermediates',
                                                             'batch_stats'],
                          capture_intermediates=True)
@@ -183,17 +185,21 @@ def test_unpadded_whitening_stem_gives_airbench_sizes():
   assert sizes == [15, 7, 3]
   assert state['intermediates']['stem_conv']['__call__'][0].shape[1] == 31
   with pytest.raises(ValueError, match='too small for the unpadded stem'):
-    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+    steps.init_variables(model, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
   with pytest.raises(ValueError, match="is for stem='whiten'"):
-    small(stem_padding='VALID').init(jax.random.PRNGKey(0), images())
+    steps.init_variables(small(stem_padding='VALID'), jax.random.PRNGKey(0),
+                         images())
   with pytest.raises(ValueError, match="stem_padding 'valid'"):
-    FastCNN(num_classes=10, stem='whiten', stem_width=24, stem_padding='valid',
-            widths=(8,)).init(jax.random.PRNGKey(0), x)
+    steps.init_variables(
+        FastCNN(num_classes=10, stem='whiten', stem_width=24,
+                stem_padding='valid', widths=(8,)),
+        jax.random.PRNGKey(0), x)
 
 
 def test_image_size_must_divide_by_the_pooling():
   with pytest.raises(ValueError, match='not divisible by 4'):
-    small().init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
+    steps.init_variables(small(), jax.random.PRNGKey(0),
+                         jnp.zeros((1, 18, 18, 3)))
 
 
 @pytest.mark.parametrize('variant', ['default', 'cpu', 'cpu_whiten', 'cpu_airbench',

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from aisci.models.ghost_batch_norm import GhostBatchNorm
+from aisci.train import steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,7 +23,8 @@ X = jnp.asarray(np.random.default_rng(0).normal(2.0, 3.0, size=(12, 5, 4, 6)),
 
 
 def _apply(module, x, variables=None):
-  variables = variables or module.init(jax.random.PRNGKey(0), x)
+  variables = variables or steps.init_variables(module, jax.random.PRNGKey(0),
+                                                 x)
   y, updates = module.apply(variables, x, mutable=['batch_stats'])
   return variables, y, updates['batch_stats']
 
@@ -47,8 +49,9 @@ def test_one_group_is_batch_norm_and_evaluation_uses_the_averages():
   chex.assert_trees_all_close((y, stats), (expected, expected_stats),
                               atol=1e-5)
   chex.assert_trees_all_equal_structs(
-      variables, nn.BatchNorm(use_running_average=False).init(
-          jax.random.PRNGKey(0), X))  # the same variables: checkpoints load
+      variables,  # the same variables: checkpoints load
+      steps.init_variables(nn.BatchNorm(use_running_average=False),
+                           jax.random.PRNGKey(0), X))
   evaluating = GhostBatchNorm(groups=4, use_running_average=True)
   out = evaluating.apply({'params': variables['params'], 'batch_stats': stats}, X)
   chex.assert_trees_all_close(
@@ -67,13 +70,14 @@ jax.config.update('jax_num_cpu_devices', 4)
 import jax.numpy as jnp
 import numpy as np
 from aisci.models import fastcnn
+from aisci.train import steps
 mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
 batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
 x = jax.device_put(jnp.ones((16, 16, 16, 3)), batch)
 for groups in (1, 4):
   model = fastcnn.FastCNN(num_classes=3, stem_width=8, widths=(8, 8),
                           bn_groups=groups, tta_flip=False)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
   def loss(params, x):
     logits, _ = model.apply({**variables, 'params': params}, x, train=True,
                             mutable=['batch_stats'])

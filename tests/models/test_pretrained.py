@@ -19,6 +19,7 @@ from aisci.models import pretrained
 from aisci.models.resnet import ResNet
 from aisci.models.transformer import TransformerEncoder
 from aisci.models.vit import ViT
+from aisci.train import steps
 
 INTEROP = ('install the interop extra: pip install -e .[interop] '
            '(torch==2.13.0, transformers)')
@@ -50,7 +51,8 @@ def tiny_vit(num_classes=5, **kw):
 def vit_npz(tmp_path_factory):
   """A tiny aisci ViT's params written as a google-research style `.npz`."""
   model = tiny_vit()
-  params = jax.jit(model.init)(key(), jnp.zeros((1, 16, 16, 3)))['params']
+  params = steps.init_variables(model, key(),
+                                jnp.zeros((1, 16, 16, 3)))['params']
   path = tmp_path_factory.mktemp('npz') / 'vit.npz'
   pretrained.save_vit_npz(path, params)
   return path, params
@@ -90,7 +92,7 @@ def test_ignore_and_keep_init(vit_npz):
   arrays = pretrained.read_npz(path)
   arrays['pre_logits/kernel'] = np.zeros((16, 16), np.float32)
   model = tiny_vit(num_classes=7)
-  template = jax.jit(model.init)(key(5), jnp.zeros((1, 16, 16, 3)))
+  template = steps.init_variables(model, key(5), jnp.zeros((1, 16, 16, 3)))
   loaded = pretrained.load_vit_npz(arrays, template, ignore=('pre_logits',),
                                    keep_init=('head',))
   chex.assert_trees_all_equal(loaded['params']['head'],

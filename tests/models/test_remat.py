@@ -2,8 +2,6 @@
 the same outputs and gradients as the plain model, from the same parameters.
 (ViT's remat: tests/models/test_vit.py.)"""
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 
 from aisci import models
+from aisci.train import steps
 
 
 def _primitives(jaxpr) -> set[str]:
@@ -48,8 +47,8 @@ def test_remat_gives_the_same_outputs_and_gradients(name):
   remat = models.build_model(dict(model_config, remat=True),
                              num_classes=num_classes)
   rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
-  # jitted: op-by-op initialisation of a ResNet-18 takes many seconds.
-  variables = jax.jit(functools.partial(plain.init, train=False))(rngs, inputs)
+  # One program: op by op, initialising a ResNet-18 takes many seconds.
+  variables = steps.init_variables(plain, rngs, inputs, train=False)
   params, state = variables['params'], {k: v for k, v in variables.items()
                                         if k != 'params'}
 

@@ -11,6 +11,7 @@ import pytest
 from aisci.models import build_model
 from aisci.models.resnet import ResidualBlock
 from aisci.models.resnet import ResNet
+from aisci.train import steps
 
 
 def key(seed: int = 0):
@@ -58,7 +59,7 @@ def test_output_shapes(depth, stem, size, features):
 def small():
   model = ResNet(10, depth=18, stem='cifar', width=8, zero_init_last_bn=False)
   images = normal((4, 16, 16, 3))
-  return model, jax.jit(model.init)(key(), images), images
+  return model, steps.init_variables(model, key(), images), images
 
 
 def test_batch_stats_update_in_train_mode_only(small):
@@ -103,7 +104,7 @@ def test_zero_init_last_bn_and_projection_shortcut():
   # With the last BatchNorm at zero and an identity shortcut, the block is
   # relu(x) at init.
   identity = ResidualBlock(features=2, bottleneck=True, zero_init_last_bn=True)
-  variables = identity.init(key(), x, train=False)
+  variables = steps.init_variables(identity, key(), x, train=False)
   assert 'proj_conv' not in variables['params']
   np.testing.assert_allclose(identity.apply(variables, x, train=False),
                              jax.nn.relu(x), atol=1e-6)

@@ -11,6 +11,7 @@ import pytest
 from aisci.models import build_model
 from aisci.models.transformer import TransformerEncoder
 from aisci.models.transformer import sinusoidal_posemb
+from aisci.train import steps
 
 SMALL = dict(vocab_size=50, max_len=16, width=32, depth=2, num_heads=4,
              mlp_dim=64)
@@ -90,7 +91,7 @@ def test_padding_mask_is_honoured(norm, pool, float_input):
     other = inputs.at[:, 6:].set(tokens((2, 4), seed=2))
   mask = jnp.arange(10)[None] < 6
   mask = jnp.broadcast_to(mask, (2, 10))
-  variables = jax.jit(model.init)(key(), inputs)
+  variables = steps.init_variables(model, key(), inputs)
   apply = jax.jit(model.apply)
   pooled = apply(variables, inputs, mask=mask)
   chex.assert_shape(pooled, (2, 32))
@@ -108,7 +109,7 @@ def test_padding_mask_is_honoured(norm, pool, float_input):
 def test_token_types_change_the_output():
   model = TransformerEncoder(0, type_vocab_size=2, **SMALL)
   inputs = tokens((1, 6))
-  variables = jax.jit(model.init)(key(), inputs)
+  variables = steps.init_variables(model, key(), inputs)
   apply = jax.jit(functools.partial(model.apply))
   zeros = apply(variables, inputs, token_types=jnp.zeros((1, 6), jnp.int32))
   np.testing.assert_allclose(apply(variables, inputs), zeros, atol=1e-6)
@@ -119,7 +120,7 @@ def test_token_types_change_the_output():
 def test_dropout_only_in_train_mode():
   model = TransformerEncoder(0, dropout=0.5, **SMALL)
   inputs = tokens((2, 6))
-  variables = jax.jit(model.init)(key(), inputs)
+  variables = steps.init_variables(model, key(), inputs)
   eval_out = model.apply(variables, inputs)
   np.testing.assert_array_equal(model.apply(variables, inputs), eval_out)
   train_out = model.apply(variables, inputs, train=True,
@@ -131,7 +132,7 @@ def test_dropout_only_in_train_mode():
 def test_bf16_compute_gives_float32_logits_close_to_float32(norm):
   model = TransformerEncoder(0, norm=norm, pool='mean', **SMALL)
   inputs = tokens((2, 10))
-  variables = jax.jit(model.init)(key(), inputs)
+  variables = steps.init_variables(model, key(), inputs)
   out = jax.jit(model.apply)(variables, inputs)
   bf16 = TransformerEncoder(0, norm=norm, pool='mean', dtype=jnp.bfloat16,
                             **SMALL)

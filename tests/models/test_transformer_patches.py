@@ -5,6 +5,7 @@ import jax
 import numpy as np
 
 from aisci import models
+from aisci.train import steps
 
 
 def test_patches_embed_windows_and_pad_to_a_multiple():
@@ -12,7 +13,7 @@ def test_patches_embed_windows_and_pad_to_a_multiple():
                                   num_heads=2, mlp_dim=32, max_len=8,
                                   patch_size=4, pool='none'), num_classes=0)
   x = np.random.default_rng(0).normal(size=(2, 10, 3)).astype(np.float32)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
   # 10 positions -> 3 windows of 4 (2 padded); 4 * 3 values per window.
   chex.assert_shape(variables['params']['input_embed']['kernel'], (12, 16))
   out = model.apply(variables, x)

@@ -8,6 +8,7 @@ import pytest
 
 from aisci.models import build_model
 from aisci.models.unet import UNet
+from aisci.train import steps
 
 
 def key(seed: int = 0):
@@ -65,7 +66,7 @@ def test_indivisible_size_raises_with_the_fix(size):
 def small():
   model = UNet(3, depth=2, base_width=4, norm='batch')
   images = normal((2, 16, 16, 2))
-  return model, jax.jit(model.init)(key(), images), images
+  return model, steps.init_variables(model, key(), images), images
 
 
 def test_batch_stats_update_in_train_mode_only(small):
@@ -97,7 +98,7 @@ def test_skip_connections_carry_full_resolution_detail(small):
 def test_bf16_compute_gives_float32_logits_close_to_float32(norm, upsample):
   images = normal((2, 16, 16, 2))
   model = UNet(3, depth=2, base_width=4, norm=norm, upsample=upsample)
-  variables = jax.jit(model.init)(key(), images)
+  variables = steps.init_variables(model, key(), images)
   logits = jax.jit(model.apply)(variables, images)
   bf16 = UNet(3, depth=2, base_width=4, norm=norm, upsample=upsample,
               dtype=jnp.bfloat16)
@@ -121,7 +122,7 @@ def test_dihedral_tta_averages_the_eight_views():
   tta = UNet(num_classes=2, depth=2, base_width=4, norm='batch',
                   tta='dihedral')
   x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
   views = []
   for k in range(4):
     for flip in (False, True):

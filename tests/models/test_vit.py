@@ -9,6 +9,7 @@ import pytest
 from aisci import models
 from aisci.data import augment
 from aisci.models import vit
+from aisci.train import steps
 from configs import vit_cifar
 
 
@@ -37,8 +38,9 @@ def test_vit_s16_gap_has_no_class_token():
 def test_vit_outputs_logits_and_features(pool):
   model = vit.ViT(num_classes=7, variant=None, width=32, depth=2, mlp_dim=64,
                   num_heads=4, patch_size=4, pool=pool)
-  images = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 16, 3))
-  variables = model.init(jax.random.PRNGKey(0), images)
+  images = np.random.default_rng(1).normal(size=(3, 16, 16, 3)).astype(
+      np.float32)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), images)
   logits = model.apply(variables, images)
   chex.assert_shape(logits, (3, 7))
   chex.assert_type(logits, jnp.float32)
@@ -50,8 +52,8 @@ def test_vit_dropout_and_stochastic_depth_use_the_rng():
   model = vit.ViT(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
                   num_heads=4, patch_size=4, dropout=0.1, stochastic_depth=0.5,
                   head_zero_init=False)
-  images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
-  variables = model.init(jax.random.PRNGKey(0), images)
+  images = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype(np.float32)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), images)
   train = lambda seed: model.apply(variables, images, train=True,
                                    rngs={'dropout': jax.random.PRNGKey(seed)})
   chex.assert_trees_all_close(train(3), train(3))
@@ -64,12 +66,12 @@ def test_vit_dropout_and_stochastic_depth_use_the_rng():
 def test_vit_bfloat16_compute_keeps_float32_params_and_logits():
   kwargs = dict(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
                 num_heads=4, patch_size=4, head_zero_init=False)
-  images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+  images = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype(np.float32)
   f32 = vit.ViT(**kwargs)
-  variables = f32.init(jax.random.PRNGKey(0), images)
+  variables = steps.init_variables(f32, jax.random.PRNGKey(0), images)
   bf16 = vit.ViT(**kwargs, dtype=jnp.bfloat16)
   chex.assert_trees_all_equal_dtypes(
-      variables, bf16.init(jax.random.PRNGKey(0), images))
+      variables, steps.init_variables(bf16, jax.random.PRNGKey(0), images))
   logits = bf16.apply(variables, images)
   chex.assert_type(logits, jnp.float32)
   np.testing.assert_allclose(logits, f32.apply(variables, images), atol=0.1)
@@ -78,9 +80,9 @@ def test_vit_bfloat16_compute_keeps_float32_params_and_logits():
 def test_remat_gives_the_same_gradients():
   kwargs = dict(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
                 num_heads=4, patch_size=4, head_zero_init=False)
-  images = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  images = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
   plain, remat = vit.ViT(**kwargs), vit.ViT(**kwargs, remat=True)
-  variables = plain.init(jax.random.PRNGKey(0), images)
+  variables = steps.init_variables(plain, jax.random.PRNGKey(0), images)
   grad = lambda m: jax.grad(lambda v: m.apply(v, images).sum())(variables)
   chex.assert_trees_all_close(grad(plain), grad(remat), atol=1e-6)
 
@@ -88,7 +90,8 @@ def test_remat_gives_the_same_gradients():
 def test_patch_size_must_divide_the_image():
   model = vit.ViT(num_classes=2, variant='Ti/16')
   with pytest.raises(ValueError, match='not divisible by the ViT patch size 16'):
-    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 3)))
+    steps.init_variables(model, jax.random.PRNGKey(0),
+                         jnp.zeros((1, 40, 40, 3)))
 
 
 def test_unknown_variant_and_model_name_are_clear_errors():
@@ -104,8 +107,9 @@ def test_conv_stem_embeds_patches_with_strided_convs():
   model = vit.ViT(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
                   num_heads=2, patch_size=4, pool='gap', stem='conv',
                   stem_width=8, head_zero_init=False)
-  images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.PRNGKey(1), images)
+  images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(
+      np.float32)
+  variables = steps.init_variables(model, jax.random.PRNGKey(1), images)
   params = variables['params']
   # Two 3x3 stride-2 convs take 32x32 to the 8x8 grid of patch 4.
   chex.assert_shape(params['stem_conv1']['kernel'], (3, 3, 3, 8))
@@ -115,17 +119,19 @@ def test_conv_stem_embeds_patches_with_strided_convs():
                     (2, 8, 8, 32))
   chex.assert_shape(logits, (2, 10))
   with pytest.raises(ValueError, match='power of 2'):
-    vit.ViT(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
-            num_heads=2, patch_size=6, stem='conv').init(
-                jax.random.PRNGKey(0), jnp.zeros((1, 36, 36, 3)))
+    steps.init_variables(
+        vit.ViT(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
+                num_heads=2, patch_size=6, stem='conv'),
+        jax.random.PRNGKey(0), jnp.zeros((1, 36, 36, 3)))
 
 
 def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
   kwargs = dict(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
                 num_heads=2, patch_size=4, head_zero_init=False)
   plain, tta = vit.ViT(**kwargs), vit.ViT(**kwargs, tta_flip=True)
-  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
-  variables = plain.init(jax.random.PRNGKey(1), images)
+  images = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(
+      np.float32)
+  variables = steps.init_variables(plain, jax.random.PRNGKey(1), images)
   expected = (plain.apply(variables, images)
               + plain.apply(variables, images[:, :, ::-1])) / 2
   chex.assert_trees_all_close(tta.apply(variables, images), expected,
@@ -140,8 +146,9 @@ def test_tta_translate_averages_shifted_views_with_airbench_weights():
                 num_heads=2, patch_size=4, stem='conv', head_zero_init=False)
   plain = vit.ViT(**kwargs)
   tta = vit.ViT(**kwargs, tta_flip=True, tta_translate=True)
-  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
-  variables = plain.init(jax.random.PRNGKey(1), images)
+  images = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(
+      np.float32)
+  variables = steps.init_variables(plain, jax.random.PRNGKey(1), images)
   # Shifted copies built independently: numpy's reflection padding, then
   # the up-left and down-right 16x16 windows.
   padded = np.pad(np.asarray(images), ((0, 0), (1, 1), (1, 1), (0, 0)),
@@ -178,11 +185,11 @@ def test_vit_cifar_variants_build_and_fit_the_input_pipeline(variant):
 def test_fused_attention_computes_the_same_function():
   # jax.nn.dot_product_attention (cuDNN's flash attention on GPUs) against
   # Flax's einsum attention, same weights: outputs and gradients.
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype(np.float32)
   xla = vit.ViT(num_classes=5, variant=None, width=32, depth=1, mlp_dim=64,
                 num_heads=2, patch_size=4, head_zero_init=False)
   fused = xla.clone(attention='fused')
-  params = jax.jit(xla.init)(jax.random.PRNGKey(0), x)
+  params = steps.init_variables(xla, jax.random.PRNGKey(0), x)
   chex.assert_trees_all_close(jax.jit(fused.apply)(params, x),
                               jax.jit(xla.apply)(params, x),
                               rtol=1e-5, atol=1e-5)

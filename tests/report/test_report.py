@@ -13,6 +13,7 @@ from aisci import report
 from aisci.report import plots
 from aisci.report import report_md
 from aisci.report import write
+from aisci.train import steps
 
 # name -> (width, height) in pixels: figure inches x plots.DPI.
 EXPECTED_PNGS = {
@@ -204,7 +205,7 @@ def test_multi_task_names_and_outputs(tmp_path):
 
   model = TwoHeads(heads={'kind': 3, 'area': 1})
   x = np.ones((6, 4), np.float32)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
   collector = examples.ExampleCollector()
   collector.add(dict(x=x, mask=np.arange(6) < 5), model.apply(variables, x))
   found = collector.result()

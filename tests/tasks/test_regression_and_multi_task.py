@@ -8,6 +8,7 @@ import numpy as np
 
 from aisci import models
 from aisci import tasks
+from aisci.train import steps
 
 
 def test_regression_split_metrics_equal_numpy():
@@ -53,7 +54,7 @@ def test_weighted_sum_and_zero_weight_leaves_backbone_gradient_unchanged():
   labels = rng.integers(0, 2, (2, 16, 16))
   batch = dict(label=labels, class_fractions=np.stack(
       [(labels == 0).mean((1, 2)), (labels == 1).mean((1, 2))], -1).astype(np.float32))
-  params = model.init(jax.random.PRNGKey(0), images)['params']
+  params = steps.init_variables(model, jax.random.PRNGKey(0), images)['params']
 
   def grads(task):
     def loss_fn(p):

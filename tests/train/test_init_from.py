@@ -14,6 +14,7 @@ from aisci.train import distributed
 from aisci.train import init_from
 from aisci.train import loop
 from aisci.train import optimizer
+from aisci.train import steps
 from configs import vit_cifar
 
 
@@ -24,7 +25,8 @@ def vit(num_classes, **kw):
 
 
 def init(model, size, seed=0):
-  return model.init(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, 3)))
+  return steps.init_variables(model, jax.random.PRNGKey(seed),
+                              jnp.zeros((1, size, size, 3)))
 
 
 def test_new_head_and_resized_position_embeddings():
@@ -107,7 +109,8 @@ def test_layer_decay_scales_by_depth():
   assert scales['head/kernel'] == scales['Transformer/encoder_norm/scale'] == 1.0
   resnet = models.build_model(dict(name='resnet', depth=18, stem='cifar', width=8),
                               num_classes=3)
-  resnet_params = resnet.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))['params']
+  resnet_params = steps.init_variables(resnet, jax.random.PRNGKey(0),
+                                       jnp.zeros((1, 8, 8, 3)))['params']
   resnet_scales = pretrained.flatten(optimizer.layer_scales(resnet_params, 0.5))
   assert resnet_scales['stem_conv/kernel'] == 0.5 ** 9
   assert resnet_scales['stage1_block1/conv1/kernel'] == 0.5 ** 8

@@ -8,6 +8,7 @@ import pytest
 
 from aisci.models import vit
 from aisci.train import optimizer
+from aisci.train import steps
 from configs import vit_cifar
 
 
@@ -84,7 +85,8 @@ def test_lr_mults_entry_must_be_a_pair(lr_mults):
 def test_weight_decay_skips_norms_biases_and_embeddings():
   model = vit.ViT(num_classes=3, variant=None, width=16, depth=1, mlp_dim=32,
                   num_heads=2, patch_size=4)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))['params']
+  params = steps.init_variables(model, jax.random.PRNGKey(0),
+                                jnp.zeros((1, 8, 8, 3)))['params']
   mask = optimizer.weight_decay_mask(params)
   flat = {'/'.join(k.key for k in path): v for path, v in
           jax.tree_util.tree_flatten_with_path(mask)[0]}

@@ -44,7 +44,8 @@ def second_moment(outputs):
 
 def test_patches_are_the_windows_a_convolution_sees():
   x = smooth_images(n=3, size=6)
-  kernel = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 3, 5))
+  kernel = np.random.default_rng(0).normal(size=(2, 2, 3, 5)).astype(
+      np.float32)
   np.testing.assert_allclose(
       whiten.patches(x, 2) @ kernel.reshape(12, 5),
       conv_valid(x, kernel).reshape(-1, 5), rtol=1e-5, atol=1e-5)
@@ -98,10 +99,11 @@ def test_bad_whitening_configs_name_the_fix():
   with pytest.raises(ValueError, match='2 \\* k \\* k \\* channels'):
     whiten.whiten_state(state, x, tx, 'head', eps=5e-4)
   with pytest.raises(ValueError, match='config.model.stem_width=24'):
-    FastCNN(num_classes=10, stem='whiten', stem_width=16).init(
-        jax.random.PRNGKey(0), x[:1])
+    steps.init_variables(FastCNN(num_classes=10, stem='whiten', stem_width=16),
+                         jax.random.PRNGKey(0), x[:1])
   with pytest.raises(ValueError, match="known: 'conv', 'whiten'"):
-    FastCNN(num_classes=10, stem='patch').init(jax.random.PRNGKey(0), x[:1])
+    steps.init_variables(FastCNN(num_classes=10, stem='patch'),
+                         jax.random.PRNGKey(0), x[:1])
 
 
 def real_train_images(folder, config, count=100):
