@@ -1,5 +1,6 @@
 """Compiling the initial state: XLA's default options against the ones the
-loop uses on a CPU (aisci/train/steps.py, INIT_CPU_COMPILER_OPTIONS).
+loop uses on a CPU (aisci/train/steps.py, INIT_CPU_COMPILER_OPTIONS); and
+outside the loop, `model.init` op by op against steps.init_variables.
 
   python -m benchmarks.init_compile
   python -m benchmarks.init_compile --models=unet,resnet18 --rounds=3
@@ -8,11 +9,17 @@ Each model's init_state (parameters and optimizer state, on one example
 shaped as the loop shapes it) is lowered and compiled in a fresh process,
 alternating the two settings for --rounds rounds; the table gives each
 setting's median compile seconds and whether both computed the same bits.
+A second table times the model's variables alone, from the call to the
+arrays (compiling included): `model.init` op by op, which compiles each
+random draw of a new shape on its own, against steps.init_variables (one
+program, the init options), and gives their largest difference in ulps.
 No compilation cache.
 """
 
 import hashlib
+import os
 import statistics
+import tempfile
 import time
 
 from absl import app
@@ -30,9 +37,13 @@ MODELS = {
     'unet': ('configs/unet_membrane.py:multitask', 2, (1, 512, 512, 1)),
 }
 SETTINGS = ('default', 'init options')
+MODEL_INIT = ('op by op', 'init_variables')
 
 _MODELS = flags.DEFINE_list('models', list(MODELS), f'Of {list(MODELS)}.')
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Alternating rounds.')
+_MODEL_INIT = flags.DEFINE_bool(
+    'model_init', True, 'Also time model.init op by op against '
+    'steps.init_variables (the second table).')
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: MODEL:SETTING.')
 
 
@@ -43,9 +54,24 @@ def _worker(name: str, setting: str) -> None:
 
   spec, classes, shape = MODELS[name]
   # The jitted init as aisci/train/loop.py builds it.
-  init = bench_models.aisci_parts_for(bench_models.load_config(spec), classes,
-                                      example_shape=shape)['init']
+  parts = bench_models.aisci_parts_for(bench_models.load_config(spec), classes,
+                                       example_shape=shape)
+  init = parts['init']
   rng = jax.random.PRNGKey(0)
+  if setting in MODEL_INIT:
+    images = np.zeros(shape, np.float32)
+    start = time.perf_counter()
+    if setting == 'op by op':
+      variables = parts['model'].init(rng, images, train=False)
+    else:
+      variables = steps.init_variables(parts['model'], rng, images, train=False)
+    variables = jax.block_until_ready(variables)
+    seconds = time.perf_counter() - start
+    # The values go to the parent through a file: millions of parameters.
+    with tempfile.NamedTemporaryFile(suffix='.npz', delete=False) as f:
+      np.savez(f, *jax.tree.leaves(variables))
+    common.emit({'seconds': seconds, 'values': f.name})
+    return
   options = (steps.init_compiler_options(jax.default_backend())
              if setting == 'init options' else None)
   start = time.perf_counter()
@@ -88,6 +114,46 @@ def main(argv):
   print(common.table(['model', 'params', 'default compile s',
                       'init options compile s', 'speed-up', 'same bits'],
                      rows))
+  if _MODEL_INIT.value:
+    print()
+    print(_model_init_table())
+
+
+def _max_ulps(path_a: str, path_b: str) -> int:
+  """Largest difference in ulps between the float32 arrays of two files."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with np.load(path_a) as a, np.load(path_b) as b:
+    return max((int(np.abs(a[k].view(np.int32).astype(np.int64)
+                           - b[k].view(np.int32)).max(initial=0))
+                for k in a.files), default=0)
+
+
+def _model_init_table() -> str:
+  """model.init op by op against steps.init_variables, alternating for
+  --rounds rounds, one fresh process each."""
+  results = {}
+  for _ in range(_ROUNDS.value):
+    for name in _MODELS.value:
+      for setting in MODEL_INIT:
+        result = common.run_worker('benchmarks.init_compile',
+                                   [f'--worker={name}:{setting}'])
+        print(f'#   {name}, model.init {setting}: {result["seconds"]:.2f} s, '
+              f'load {common.load()}', flush=True)
+        results.setdefault((name, setting), []).append(result)
+  rows = []
+  for name in _MODELS.value:
+    median = {s: statistics.median(r['seconds'] for r in results[name, s])
+              for s in MODEL_INIT}
+    files = [r['values'] for s in MODEL_INIT for r in results[name, s]]
+    ulps = max(_max_ulps(files[0], other) for other in files[1:])
+    for path in files:
+      os.remove(path)
+    rows.append([name, f'{median["op by op"]:.2f}',
+                 f'{median["init_variables"]:.2f}',
+                 f'{median["op by op"] / median["init_variables"]:.2f}',
+                 str(ulps)])
+  return common.table(['model', 'model.init op by op s', 'init_variables s',
+                       'speed-up', 'largest difference (ulps)'], rows)
 
 
 if __name__ == '__main__':
