@@ -15,6 +15,7 @@ CHECK = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from aisci.models import fastcnn, vit
+    from aisci.train import steps
 
     assert jax.device_count() == 8, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ('data',))
@@ -26,9 +27,10 @@ CHECK = textwrap.dedent('''
         'fastcnn': fastcnn.FastCNN(num_classes=10, stem_width=8,
                                    widths=(8, 16, 16), tta_flip=True),
     }
-    images = jax.random.normal(jax.random.PRNGKey(0), (64, 32, 32, 3))
+    images = np.random.default_rng(0).normal(size=(64, 32, 32, 3)).astype(
+        np.float32)
     for name, model in models.items():
-      variables = model.init(jax.random.PRNGKey(1), images[:1])
+      variables = steps.init_variables(model, jax.random.PRNGKey(1), images[:1])
       sharded = jax.jit(
           lambda v, x: model.apply(v, x),
           in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))))
