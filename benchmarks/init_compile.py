@@ -85,22 +85,27 @@ def _worker(name: str, setting: str) -> None:
                'params': sum(x.size for x in jax.tree.leaves(state.params))})
 
 
-def main(argv):
-  del argv
-  if _WORKER.value:
-    _worker(*_WORKER.value.split(':'))
-    return
-  common.header('compiling init_state: XLA defaults vs the loop\'s CPU '
-                'options (aisci/train/steps.py)')
+def _run_alternating(settings: tuple[str, ...], describe) -> dict:
+  """{(model, setting): [worker results]}: each model under each setting in
+  a fresh process, the settings alternating, for --rounds rounds.
+  describe(setting, result): the progress line's text."""
   results = {}
   for _ in range(_ROUNDS.value):
     for name in _MODELS.value:
-      for setting in SETTINGS:
+      for setting in settings:
         result = common.run_worker('benchmarks.init_compile',
                                    [f'--worker={name}:{setting}'])
-        print(f'#   {name}, {setting}: compile {result["compile_s"]:.2f} s, '
+        print(f'#   {name}, {describe(setting, result)}, '
               f'load {common.load()}', flush=True)
         results.setdefault((name, setting), []).append(result)
+  return results
+
+
+def _compile_table() -> str:
+  """init_state's compile seconds with XLA's defaults and the loop's
+  options, and whether both gave the same bits."""
+  results = _run_alternating(
+      SETTINGS, lambda s, r: f'{s}: compile {r["compile_s"]:.2f} s')
   rows = []
   for name in _MODELS.value:
     default, fast = (results[name, s] for s in SETTINGS)
@@ -111,12 +116,9 @@ def main(argv):
                  f'{median["default"]:.2f}', f'{median["init options"]:.2f}',
                  f'{median["default"] / median["init options"]:.2f}',
                  'yes' if len(digests) == 1 else 'NO'])
-  print(common.table(['model', 'params', 'default compile s',
-                      'init options compile s', 'speed-up', 'same bits'],
-                     rows))
-  if _MODEL_INIT.value:
-    print()
-    print(_model_init_table())
+  return common.table(['model', 'params', 'default compile s',
+                       'init options compile s', 'speed-up', 'same bits'],
+                      rows)
 
 
 def _max_ulps(path_a: str, path_b: str) -> int:
@@ -129,17 +131,10 @@ def _max_ulps(path_a: str, path_b: str) -> int:
 
 
 def _model_init_table() -> str:
-  """model.init op by op against steps.init_variables, alternating for
-  --rounds rounds, one fresh process each."""
-  results = {}
-  for _ in range(_ROUNDS.value):
-    for name in _MODELS.value:
-      for setting in MODEL_INIT:
-        result = common.run_worker('benchmarks.init_compile',
-                                   [f'--worker={name}:{setting}'])
-        print(f'#   {name}, model.init {setting}: {result["seconds"]:.2f} s, '
-              f'load {common.load()}', flush=True)
-        results.setdefault((name, setting), []).append(result)
+  """model.init op by op against steps.init_variables: seconds, and the
+  largest difference between any two of a model's runs."""
+  results = _run_alternating(
+      MODEL_INIT, lambda s, r: f'model.init {s}: {r["seconds"]:.2f} s')
   rows = []
   for name in _MODELS.value:
     median = {s: statistics.median(r['seconds'] for r in results[name, s])
@@ -154,6 +149,19 @@ def _model_init_table() -> str:
                  str(ulps)])
   return common.table(['model', 'model.init op by op s', 'init_variables s',
                        'speed-up', 'largest difference (ulps)'], rows)
+
+
+def main(argv):
+  del argv
+  if _WORKER.value:
+    _worker(*_WORKER.value.split(':'))
+    return
+  common.header('compiling init_state: XLA defaults vs the loop\'s CPU '
+                'options (aisci/train/steps.py)')
+  print(_compile_table())
+  if _MODEL_INIT.value:
+    print()
+    print(_model_init_table())
 
 
 if __name__ == '__main__':
