@@ -139,7 +139,11 @@ EIGHT_DEVICE_CHECK = textwrap.dedent('''
       abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
       state_sharding = sharding.state_sharding(abstract, mesh)
       batch_sharding = sharding.batch_sharding(mesh)
-      state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(0))
+      # Compiled as the loop compiles it (steps.init_compiler_options).
+      state = jax.jit(init, out_shardings=state_sharding).lower(
+          jax.random.PRNGKey(0)).compile(
+              compiler_options=steps.init_compiler_options('cpu'))(
+                  jax.random.PRNGKey(0))
       train = jax.jit(functools.partial(steps.train_step, model=model, task=task,
                                         tx=tx, schedule=schedule),
                       in_shardings=(state_sharding, batch_sharding),
