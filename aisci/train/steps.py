@@ -109,9 +109,11 @@ def init_variables(model: nn.Module, rngs: Any, *inputs: Any,
   as init_state is (init_compiler_options). For code outside the loop
   (notebooks, tests, conversions): called op by op, model.init compiles
   every random draw of a new shape on its own, and on a CPU a small 4-d
-  kernel's draw takes 1.5-3.5 s to compile (a fast CNN of widths 8-16: 11 s
-  op by op, 1 s this way, 2 cores). inputs: arrays, e.g. [1, height, width,
-  channels]; static_kwargs: Python values such as train=False."""
+  kernel's draw takes seconds to compile (the fast CNN: 19.6 s op by op,
+  1.0 s this way, 2 cores; `python -m benchmarks.init_compile`). Deep
+  models of identical blocks can lose (ViT-Ti/4: 5.0 s against 6.1).
+  inputs: arrays, e.g. [1, height, width, channels]; static_kwargs: Python
+  values such as train=False."""
   init = jax.jit(functools.partial(model.init, **static_kwargs))
   compiled = init.lower(rngs, *inputs).compile(
       compiler_options=init_compiler_options(jax.default_backend()))
