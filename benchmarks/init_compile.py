@@ -53,10 +53,8 @@ def _worker(name: str, setting: str) -> None:
   from aisci.train import steps  # pylint: disable=g-import-not-at-top
 
   spec, classes, shape = MODELS[name]
-  # The jitted init as aisci/train/loop.py builds it.
   parts = bench_models.aisci_parts_for(bench_models.load_config(spec), classes,
                                        example_shape=shape)
-  init = parts['init']
   rng = jax.random.PRNGKey(0)
   if setting in MODEL_INIT:
     images = np.zeros(shape, np.float32)
@@ -72,6 +70,7 @@ def _worker(name: str, setting: str) -> None:
       np.savez(f, *jax.tree.leaves(variables))
     common.emit({'seconds': seconds, 'values': f.name})
     return
+  init = parts['init']  # jitted as aisci/train/loop.py jits it
   options = (steps.init_compiler_options(jax.default_backend())
              if setting == 'init options' else None)
   start = time.perf_counter()
