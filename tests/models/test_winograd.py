@@ -29,10 +29,11 @@ TOLERANCE = {2: 1e-5, 4: 1e-4}
 
 
 def _inputs(shape, c_out, seed=0):
-  kx, kw = jax.random.split(jax.random.PRNGKey(seed))
-  x = jax.random.normal(kx, shape)
-  w = jax.random.normal(kw, (3, 3, shape[-1], c_out)) / np.sqrt(9 * shape[-1])
-  return x, w
+  # numpy's draws: jax.random compiles each small 4-d shape for seconds.
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=shape)
+  w = rng.normal(size=(3, 3, shape[-1], c_out)) / np.sqrt(9 * shape[-1])
+  return jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
 
 
 def _lax_conv(x, w, pads):
@@ -73,9 +74,10 @@ def test_written_out_transposes_are_the_transforms_transposes(shape, c_out,
   forward_filter = lambda w_: winograd.filter_transform(w_, tile)
   v = jax.jit(forward_in)(x)
   dv = np.random.default_rng(2).normal(size=v.shape).astype(np.float32)
-  dy = jax.random.normal(jax.random.PRNGKey(3),
-                         jax.eval_shape(forward_out, v).shape)
-  du = jax.random.normal(jax.random.PRNGKey(4), ((tile + 2)**2,) + w.shape[2:])
+  dy = np.random.default_rng(3).normal(
+      size=jax.eval_shape(forward_out, v).shape).astype(np.float32)
+  du = np.random.default_rng(4).normal(
+      size=((tile + 2)**2,) + w.shape[2:]).astype(np.float32)
 
   @jax.jit
   def both_ways(dv, dy, du):
