@@ -22,7 +22,8 @@ def test_init_variables_are_those_of_the_jitted_model_init():
   jitted = jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, images)
   chex.assert_trees_all_equal(variables, jitted)
   other = steps.init_variables(model, {'params': jax.random.PRNGKey(5)}, images)
-  posemb = lambda v: v['params']['Transformer']['posembed_input']['pos_embedding']
+  posemb = lambda v: v['params']['Transformer']['posembed_input'][
+      'pos_embedding']
   assert not jnp.array_equal(posemb(variables), posemb(other))
 
 
