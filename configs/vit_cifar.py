@@ -15,8 +15,8 @@ Variants (pass after a colon: configs/vit_cifar.py:tiny):
            and 70.47% in 12:59-13:31 end to end on 2 CPU cores at ~420-480
            images/s; seed 3 (the same views on its final weights): 71.56%
            (experiments/cifar10.md), over 8 CPU devices; now over 2,
-           faster at this batch: 71.69% in 16:23 on a CPU without AVX-512
-           (18:58 over 8).
+           faster at this batch: 71.69% in 12:38 on an AVX2-only CPU in a
+           calm hour, 16:23 in a slow one (18:58 over 8).
 
 Commands:
   python -m aisci.main --config=configs/vit_cifar.py --workdir=runs/vit_cifar
