@@ -9,6 +9,7 @@ import ml_collections
 import optax
 
 from aisci.train import lookahead as lookahead_lib
+from aisci.train import muon as muon_lib
 from aisci.train import prune as prune_lib
 
 
@@ -56,6 +57,15 @@ def _path_name(path) -> str:
 _BLOCK = re.compile(r'(encoderblock_\d+|stage\d+_block\d+)')
 _INPUT_SIDE = re.compile(r'(^|/)(embedding|cls|posembed_input|stem_\w+|'
                          r'token_embed\w*|type_embed\w*)(/|$)')
+# Kept on AdamW under Muon (muon.py), as in Muon's recipes: the input side
+# and the classifier head.
+_NOT_MUON = re.compile(_INPUT_SIDE.pattern + r'|(^|/)head(/|$)')
+
+
+def muon_adamw_only(path) -> bool:
+  """True for the parameters Muon leaves to AdamW even if they are
+  matrices."""
+  return bool(_NOT_MUON.search(_path_name(path)))
 
 
 def layer_scales(params: Any, decay: float) -> Any:
@@ -147,9 +157,14 @@ def make_optimizer(config: ml_collections.ConfigDict
                                              mask=weight_decay_mask))
     chain.append(optax.sgd(schedule, momentum=opt.momentum or None,
                            nesterov=opt.nesterov))
+  elif opt.name == 'muon':
+    chain.append(muon_lib.muon(schedule, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay, b1=opt.b1,
+                               b2=opt.b2, weight_decay_mask=weight_decay_mask,
+                               adamw_only=muon_adamw_only))
   else:
     raise ValueError(f"Unknown config.optimizer.name {opt.name!r}; known: "
-                     "'adamw', 'sgd'.")
+                     "'adamw', 'sgd', 'muon'.")
   lr_mults = tuple(opt.get('lr_mults', ()))  # absent in older configs
   for entry in lr_mults:
     if (not isinstance(entry, (tuple, list)) or len(entry) != 2

@@ -9,6 +9,7 @@ import pytest
 from aisci import models
 from aisci.data import augment
 from aisci.models import vit
+from aisci.train import optimizer
 from aisci.train import steps
 from configs import vit_cifar
 
@@ -180,6 +181,12 @@ def test_vit_cifar_variants_build_and_fit_the_input_pipeline(variant):
   augment.get_augmentation(config.input.augment)
   if config.input.alternating_flip:  # the loop's own check
     augment.check_alternating_flip(config.input.augment, 'image')
+  tx, _ = optimizer.make_optimizer(config)
+  opt_shapes = jax.eval_shape(tx.init, shapes['params'])
+  # AdamW's two moments, Muon's one on its matrices and two on the rest:
+  # more optimizer state than parameters either way.
+  assert (sum(x.size for x in jax.tree.leaves(opt_shapes))
+          > sum(x.size for x in jax.tree.leaves(shapes['params'])))
 
 
 def test_fused_attention_computes_the_same_function():
