@@ -18,9 +18,9 @@ Variants (pass after a colon: configs/vit_cifar.py:tiny):
            faster at this batch: 71.69% in 12:38 on an AVX2-only CPU in a
            calm hour, 16:23 in a slow one (18:58 over 8).
   tiny_muon  tiny_15min with Muon on the blocks' matrices (AdamW on the
-           rest; aisci/train/muon.py) in 3000 steps: seeds 0 and 1 76.63%
-           and 75.54% in 10:48 and 10:36 end to end on 2 CPU cores, where
-           tiny_15min made 71.69% in 12:38 the same hour.
+           rest; aisci/train/muon.py) in 3000 steps: seeds 0, 1 and 2
+           76.63%, 75.54% and 76.08% in 9:45-10:48 end to end on 2 CPU
+           cores, where tiny_15min made 71.69% in 12:38 the same hour.
 
 Commands:
   python -m aisci.main --config=configs/vit_cifar.py --workdir=runs/vit_cifar
