@@ -1,11 +1,13 @@
 """Muon on the hidden matrices, AdamW on the rest (aisci/train/muon.py)."""
 
+import functools
+
 import chex
 import jax
 import numpy as np
-import optax
 import pytest
 
+from aisci import tasks
 from aisci.models import vit
 from aisci.train import checkpoint
 from aisci.train import muon
@@ -79,38 +81,31 @@ def test_first_update_is_orthogonal_at_adamw_rms(params):
           err_msg=name)
 
 
-def test_make_optimizer_builds_muon_and_trains():
+def test_make_optimizer_builds_muon_and_the_train_step_fits_a_batch():
   config = vit_cifar.get_config('tiny')
   config.optimizer.name = 'muon'
   config.optimizer.momentum = 0.95
   config.total_steps = 10
   config.schedule.warmup_steps = 0
   config.optimizer.learning_rate = 1e-2
-  tx, _ = optimizer.make_optimizer(config)
+  tx, schedule = optimizer.make_optimizer(config)
   model = vit.ViT(num_classes=3, variant=None, width=16, depth=1, mlp_dim=32,
                   num_heads=2, patch_size=4)
-  images = np.random.default_rng(1).standard_normal((8, 16, 16, 3)).astype(
-      np.float32)
-  labels = np.arange(8) % 3
-  params = steps.init_variables(model, jax.random.PRNGKey(0), images)['params']
-
-  @jax.jit
-  def step(params, opt_state):
-    def loss_fn(p):
-      logits = model.apply({'params': p}, images)
-      return optax.softmax_cross_entropy_with_integer_labels(logits,
-                                                             labels).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state = tx.init(params)
+  rng = np.random.default_rng(1)
+  batch = {'image': rng.standard_normal((8, 16, 16, 3)).astype(np.float32),
+           'label': (np.arange(8) % 3).astype(np.int32)}
+  # One program, not model.init op by op (slow to compile: steps.py).
+  state = jax.jit(lambda key, x: steps.init_state(key, model, tx, x))(
+      jax.random.PRNGKey(0), batch['image'])
+  step = jax.jit(functools.partial(
+      steps.train_step, model=model,
+      task=tasks.build_task(config.task, num_classes=3), tx=tx,
+      schedule=schedule))
   losses = []
   for _ in range(10):
-    params, opt_state, loss = step(params, opt_state)
-    losses.append(float(loss))
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss']))
   assert losses[-1] < 0.8 * losses[0], losses
-
 
 def test_state_survives_a_checkpoint(params, tmp_path):
   """Muon's state holds optax's masked nodes: orbax saves and restores it
