@@ -30,6 +30,15 @@ def _by_name(tree):
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def _muon(learning_rate, weight_decay):
+  """muon.muon with optimizer.py's weight-decay mask and AdamW-only rule,
+  as make_optimizer builds it."""
+  return muon.muon(learning_rate, momentum=0.95, weight_decay=weight_decay,
+                   b1=0.9, b2=0.999,
+                   weight_decay_mask=optimizer.weight_decay_mask,
+                   adamw_only=optimizer.muon_adamw_only)
+
+
 def test_only_hidden_kernels_are_muon(params):
   labels = _by_name(muon.labels(params, optimizer.muon_adamw_only))
   muon_names = sorted(n for n, label in labels.items() if label == 'muon')
@@ -55,9 +64,7 @@ def test_first_update_is_orthogonal_at_adamw_rms(params):
   equal singular values, at an RMS of 0.2 x the learning rate; AdamW's
   first update is -lr x sign(grad), plus decay on kernels only."""
   lr, wd = 0.01, 0.1
-  tx = muon.muon(lr, momentum=0.95, weight_decay=wd, b1=0.9, b2=0.999,
-                 weight_decay_mask=optimizer.weight_decay_mask,
-                 adamw_only=optimizer.muon_adamw_only)
+  tx = _muon(lr, wd)
   rng = np.random.default_rng(0)
   grads = jax.tree.map(
       lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
@@ -110,9 +117,7 @@ def test_make_optimizer_builds_muon_and_the_train_step_fits_a_batch():
 def test_state_survives_a_checkpoint(params, tmp_path):
   """Muon's state holds optax's masked nodes: orbax saves and restores it
   as the loop does (abstract state, then restore), values unchanged."""
-  tx = muon.muon(0.01, momentum=0.95, weight_decay=0.1, b1=0.9, b2=0.999,
-                 weight_decay_mask=optimizer.weight_decay_mask,
-                 adamw_only=optimizer.muon_adamw_only)
+  tx = _muon(0.01, 0.1)
   grads = jax.tree.map(lambda p: np.ones_like(p), params)
   _, opt_state = tx.update(grads, tx.init(params), params)
   state = {'params': params, 'opt_state': opt_state}
