@@ -204,7 +204,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   model = models.build_model(config.model, dtype=dtype,
                              **model_kwargs)
   task = tasks.build_task(config.task, num_classes=len(class_names))
-  tx, schedule = optimizer_lib.make_optimizer(config)
+  tx, schedule = optimizer_lib.make_optimizer(config, mesh)
   # The model is initialised on one example shaped as the data says.
   init_fn = functools.partial(steps.init_state, model=model, tx=tx,
                               example_input=example_input)

@@ -2,7 +2,7 @@
 `config.schedule`."""
 
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import ml_collections
@@ -129,9 +129,13 @@ def frozen_labels(params: Any, patterns: Sequence[str]) -> Any:
                        else 'trained'), params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict
+def make_optimizer(config: ml_collections.ConfigDict,
+                   mesh: Optional[jax.sharding.Mesh] = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer chain (clip -> update) and its learning-rate schedule.
+
+  mesh: the training mesh; Muon splits its orthogonalisation over the
+  mesh's data-parallel devices (muon.py).
 
   config.optimizer.freeze (regexes on names like 'Transformer/encoderblock_0/
   MlpBlock_3/Dense_0/kernel') leaves the matching parameters unchanged;
@@ -161,7 +165,7 @@ def make_optimizer(config: ml_collections.ConfigDict
     chain.append(muon_lib.muon(schedule, momentum=opt.momentum,
                                weight_decay=opt.weight_decay, b1=opt.b1,
                                b2=opt.b2, weight_decay_mask=weight_decay_mask,
-                               adamw_only=muon_adamw_only))
+                               adamw_only=muon_adamw_only, mesh=mesh))
   else:
     raise ValueError(f"Unknown config.optimizer.name {opt.name!r}; known: "
                      "'adamw', 'sgd', 'muon'.")

@@ -1,10 +1,16 @@
 """Muon on the hidden matrices, AdamW on the rest (aisci/train/muon.py)."""
 
 import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import chex
 import jax
 import numpy as np
+import optax
 import pytest
 
 from aisci import tasks
@@ -37,6 +43,84 @@ def _muon(learning_rate, weight_decay):
                    b1=0.9, b2=0.999,
                    weight_decay_mask=optimizer.weight_decay_mask,
                    adamw_only=optimizer.muon_adamw_only)
+
+
+def _reference_muon(learning_rate, weight_decay):
+  """optax.contrib.muon on each matrix by itself, not on stacks; how each
+  kernel is read as a matrix written out here by name."""
+  dims = optax.contrib.MuonDimensionNumbers
+
+  def dimension_numbers(params):
+    def one(path, x):
+      if jax.tree_util.keystr(path).endswith("['out']['kernel']"):
+        return dims(reduction_axis=(0, 1), output_axis=2)
+      if x.ndim == 3:  # query, key, value
+        return dims(reduction_axis=0, output_axis=(1, 2))
+      return dims(reduction_axis=tuple(range(x.ndim - 1)),
+                  output_axis=x.ndim - 1)
+    return jax.tree_util.tree_map_with_path(one, params)
+
+  return optax.multi_transform({
+      'muon': optax.contrib.muon(
+          learning_rate, beta=0.95, nesterov=True, weight_decay=weight_decay,
+          consistent_rms=0.2, muon_weight_dimension_numbers=dimension_numbers),
+      'adamw': optax.adamw(learning_rate, b1=0.9, b2=0.999,
+                           weight_decay=weight_decay,
+                           mask=optimizer.weight_decay_mask),
+  }, functools.partial(muon.labels, adamw_only=optimizer.muon_adamw_only))
+
+
+def _conv_and_attention_tree(rng):
+  """Every kind of kernel Muon takes, two of one shape, and AdamW's."""
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  return {
+      'stem_conv': {'kernel': normal(3, 3, 3, 8)},
+      'Conv_0': {'kernel': normal(3, 3, 8, 8), 'bias': normal(8)},
+      'Conv_1': {'kernel': normal(3, 3, 8, 8)},
+      'Dense_0': {'kernel': normal(8, 16)},
+      'attention': {'query': {'kernel': normal(16, 2, 4)},
+                    'out': {'kernel': normal(2, 4, 16)}},
+      'norm': {'scale': normal(16)},
+      'head': {'kernel': normal(16, 3), 'bias': normal(3)},
+  }
+
+
+@pytest.mark.parametrize('tree', ['vit', 'conv_and_attention'])
+def test_muon_on_stacks_equals_muon_on_each_matrix(params, tree):
+  """Stacking same-shaped matrices changes nothing but the speed: three
+  steps (momentum included) give optax's per-matrix Muon's updates."""
+  rng = np.random.default_rng(2)
+  if tree == 'conv_and_attention':
+    params = _conv_and_attention_tree(rng)
+  tx, reference = _muon(0.01, 0.1), _reference_muon(0.01, 0.1)
+  state, reference_state = tx.init(params), reference.init(params)
+  for _ in range(3):
+    grads = jax.tree.map(
+        lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+    updates, state = tx.update(grads, state, params)
+    expected, reference_state = reference.update(grads, reference_state,
+                                                 params)
+    chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_stacks_group_matrices_by_shape_and_unstack_back():
+  tree = _conv_and_attention_tree(np.random.default_rng(3))
+  matrices = {'Conv_0': {'kernel': tree['Conv_0']['kernel']},
+              'Conv_1': tree['Conv_1'], 'Dense_0': tree['Dense_0'],
+              'attention': tree['attention']}
+  stacks = muon.stack(matrices, optimizer.muon_adamw_only)
+  assert {k: v.shape for k, v in stacks.items()} == {
+      '72x8': (2, 72, 8), '8x16': (2, 8, 16), '16x8': (1, 16, 8)}
+  # In leaf order: Conv_0, Conv_1; Dense_0, then attention/out [2, 4, 16].
+  np.testing.assert_array_equal(stacks['72x8'][1],
+                                tree['Conv_1']['kernel'].reshape(72, 8))
+  np.testing.assert_array_equal(stacks['8x16'][1],
+                                tree['attention']['out']['kernel'].reshape(8, 16))
+  chex.assert_trees_all_equal(
+      muon.unstack(stacks, matrices, optimizer.muon_adamw_only), matrices)
+  with pytest.raises(ValueError, match=r"\['head'\]\['kernel'\].*not one of"):
+    muon.stack({'head': {'kernel': tree['head']['kernel']}},
+               optimizer.muon_adamw_only)
 
 
 def test_only_hidden_kernels_are_muon(params):
@@ -129,3 +213,61 @@ def test_state_survives_a_checkpoint(params, tmp_path):
   restored = checkpoint.Checkpointer(str(tmp_path), every_steps=1,
                                      keep=1).restore(1, abstract)
   chex.assert_trees_all_equal(restored, state)
+
+
+
+# Eight 64x64 matrices on 4 CPU devices: each device should orthogonalise
+# two. Prints per-device FLOPs (XLA's cost analysis of the compiled update)
+# and the updates, split over the mesh and not.
+_SPLIT_SCRIPT = textwrap.dedent('''
+    import json
+    import jax
+    jax.config.update('jax_num_cpu_devices', 4)
+    import numpy as np
+    from aisci.train import muon, optimizer, sharding
+
+    rng = np.random.default_rng(0)
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    params = {f'Dense_{i}': {'kernel': normal(64, 64)} for i in range(8)}
+    params['head'] = {'kernel': normal(64, 10), 'bias': normal(10)}
+    grads = jax.tree.map(lambda p: normal(*p.shape), params)
+    mesh = sharding.make_mesh({'data': -1})
+    replicated = sharding.replicated(mesh)
+    out = {}
+    for name, split_over in (('split', mesh), ('whole', None)):
+      tx = muon.muon(0.01, momentum=0.95, weight_decay=0.1, b1=0.9, b2=0.999,
+                     weight_decay_mask=optimizer.weight_decay_mask,
+                     adamw_only=optimizer.muon_adamw_only, mesh=split_over)
+      update = jax.jit(lambda g, s, p: tx.update(g, s, p)[0],
+                       in_shardings=replicated, out_shardings=replicated)
+      state = jax.device_put(tx.init(params), replicated)
+      compiled = update.lower(grads, state, params).compile()
+      cost = compiled.cost_analysis()
+      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+      updates = compiled(grads, state, params)
+      out[name] = {'flops': cost['flops'],
+                   'updates': jax.tree.map(lambda u: np.asarray(u).tolist(),
+                                           updates)}
+    print(json.dumps({'devices': len(jax.devices()), **out}))
+''')
+
+
+def test_data_parallel_devices_share_the_orthogonalisation():
+  """On a 4-device data mesh each device runs Newton-Schulz for a quarter
+  of the matrices (XLA's per-device FLOPs drop by ~3/4 of it) and the
+  updates are those of one device doing all of them."""
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  result = subprocess.run(
+      [sys.executable, '-c', _SPLIT_SCRIPT], cwd=repo, capture_output=True,
+      text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out['devices'] == 4
+  # Five quintic iterations on a square n x n matrix: three n^3 products.
+  newton_schulz = 8 * 5 * 3 * 2 * 64**3
+  saved = out['whole']['flops'] - out['split']['flops']
+  assert 0.6 * newton_schulz * 3 / 4 < saved < 1.2 * newton_schulz * 3 / 4, (
+      out['whole']['flops'], out['split']['flops'], newton_schulz)
+  chex.assert_trees_all_close(out['split']['updates'],
+                              out['whole']['updates'], rtol=1e-5, atol=1e-7)
