@@ -30,6 +30,9 @@ MODELS = {
     # The config as it trains: conv stem (strided 3x3 convs) and flip TTA.
     'vit_tiny_conv': ('configs/vit_cifar.py:tiny', {},
                       'vit_cifar.py:tiny with its conv stem'),
+    # Its Muon variant: the optimizer's share of the step (muon.py).
+    'vit_tiny_muon': ('configs/vit_cifar.py:tiny_muon', {},
+                      'vit_cifar.py:tiny_muon (conv stem, Muon)'),
     'resnet18': ('configs/resnet_cifar.py', {},
                  'ResNet-18 CIFAR, width 64 (resnet_cifar.py)'),
     'resnet18_tiny': ('configs/resnet_cifar.py:tiny', {},
@@ -141,7 +144,7 @@ def aisci_parts_for(config: ml_collections.ConfigDict,
   model = models.build_model(config.model, num_classes=num_classes,
                              dtype=jnp.dtype(config.dtype))
   task = tasks.build_task(config.task, num_classes=num_classes)
-  tx, schedule = optimizer_lib.make_optimizer(config)
+  tx, schedule = optimizer_lib.make_optimizer(config, mesh)
   size = config.input.get('image_size')
   init_fn = functools.partial(
       steps.init_state, model=model, tx=tx,
@@ -264,7 +267,10 @@ def model_flops(name: str) -> float:
 
 
 def has_torch_twin(name: str) -> bool:
-  model = config_for(name).model
+  config = config_for(name)
+  if config.optimizer.name not in ('adamw', 'sgd'):  # torch_worker's two
+    return False
+  model = config.model
   patch_vit = model.name == 'vit' and model.get('stem', 'patch') == 'patch'
   return patch_vit or (model.name == 'resnet' and model.depth == 18
                        and model.stem == 'cifar') or _airbench_fastcnn(model)

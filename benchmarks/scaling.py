@@ -62,9 +62,9 @@ def measure(num_devices: int) -> dict:
   model = models.build_model(config.model, num_classes=10,
                              dtype=jnp.dtype(config.dtype))
   task = tasks.build_task(config.task, num_classes=10)
-  tx, schedule = optimizer.make_optimizer(config)
   mesh = sharding.make_mesh({'data': -1} if _AXIS.value == 'data'
                             else {'data': 1, 'fsdp': -1})
+  tx, schedule = optimizer.make_optimizer(config, mesh)
   init = functools.partial(steps.init_state, model=model, tx=tx,
                            example_input=jnp.zeros((1, size, size, 3)))
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))

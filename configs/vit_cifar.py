@@ -216,7 +216,7 @@ def get_config(arg=None):
   if variant == 'tiny_muon':
     # Muon on the blocks' matrices (aisci/train/muon.py): in 1250-step
     # proxies 63.7 % at AdamW's 1.5e-3 and 66.8 % at 3e-3, against AdamW's
-    # 56.7 %. Its Newton-Schulz steps cost ~25 % of the step on 2 CPU
+    # 56.7 %. Its Newton-Schulz steps cost 12-25 % of the step on 2 CPU
     # cores, so 3000 steps (3.8 epochs) instead of 5000 (experiments/cifar10.md).
     config.optimizer.update(name='muon', learning_rate=3e-3, momentum=0.95)
     config.total_steps = 3000
