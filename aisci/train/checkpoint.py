@@ -43,9 +43,11 @@ class Checkpointer:
     except ValueError as e:
       raise ValueError(
           f'Checkpoint {step} in {self.directory} does not fit the model and '
-          'optimizer of this config (it was written by a different one). '
+          'optimizer of this config (it was written by a different one, or '
+          'by an aisci version that laid out the optimizer state otherwise). '
           'Run with the config the workdir was started with (its config.json), '
-          f'or start a new --workdir. Orbax says: {e}') from e
+          'or start a new --workdir (--config.init.path=THIS_WORKDIR keeps '
+          f'its parameters). Orbax says: {e}') from e
 
   def delete_after(self, step: int) -> None:
     """Deletes checkpoints of steps after `step` (a replay will redo them)."""
