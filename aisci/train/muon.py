@@ -66,26 +66,25 @@ def labels(params: Any, adamw_only: AdamwOnly) -> Any:
       else 'muon', params)
 
 
-def _stack_keys(tree: Any, adamw_only: AdamwOnly) -> list[str]:
-  """'FAN_INxFAN_OUT' of each leaf of `tree` (Muon's matrices only)."""
-  keys = []
+def _matrix_shapes(tree: Any, adamw_only: AdamwOnly) -> list[tuple[int, int]]:
+  """(fan_in, fan_out) of each leaf of `tree` (Muon's matrices only)."""
+  shapes = []
   for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
     fan_in_axes = _fan_in_axes(adamw_only, path, x)
     if fan_in_axes is None:
       raise ValueError(f'{jax.tree_util.keystr(path)} {x.shape} is not one '
                        "of Muon's matrices (labels(): 'adamw').")
     rows = math.prod(x.shape[:fan_in_axes])
-    keys.append(f'{rows}x{x.size // rows}')
-  return keys
+    shapes.append((rows, x.size // rows))
+  return shapes
 
 
 def stack(tree: Any, adamw_only: AdamwOnly) -> dict[str, jax.Array]:
   """{'FAN_INxFAN_OUT': [n, fan_in, fan_out]}: the matrices of `tree`
   grouped by shape, in leaf order."""
   stacks = {}
-  for key, x in zip(_stack_keys(tree, adamw_only), jax.tree.leaves(tree)):
-    rows = int(key.split('x')[0])
-    stacks.setdefault(key, []).append(x.reshape(rows, -1))
+  for shape, x in zip(_matrix_shapes(tree, adamw_only), jax.tree.leaves(tree)):
+    stacks.setdefault('%dx%d' % shape, []).append(x.reshape(shape))
   return {key: jnp.stack(matrices) for key, matrices in stacks.items()}
 
 
@@ -95,7 +94,8 @@ def unstack(stacks: dict[str, jax.Array], like: Any,
   leaves, treedef = jax.tree.flatten(like)
   taken = dict.fromkeys(stacks, 0)
   out = []
-  for key, x in zip(_stack_keys(like, adamw_only), leaves):
+  for shape, x in zip(_matrix_shapes(like, adamw_only), leaves):
+    key = '%dx%d' % shape
     out.append(stacks[key][taken[key]].reshape(x.shape))
     taken[key] += 1
   return jax.tree.unflatten(treedef, out)
