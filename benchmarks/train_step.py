@@ -115,10 +115,12 @@ def torch_worker(name: str) -> dict:
   if opt_config.name == 'adamw':
     opt = torch.optim.AdamW(groups, lr=opt_config.learning_rate,
                             betas=(opt_config.b1, opt_config.b2))
-  else:
+  elif opt_config.name == 'sgd':
     opt = torch.optim.SGD(groups, lr=opt_config.learning_rate,
                           momentum=opt_config.momentum,
                           nesterov=opt_config.nesterov)
+  else:  # has_torch_twin() leaves such models without a PyTorch side
+    raise ValueError(f'No PyTorch twin of optimizer {opt_config.name!r}.')
   loss_fn = torch.nn.CrossEntropyLoss(
       label_smoothing=config.task.label_smoothing)
   model.train()

@@ -104,16 +104,17 @@ def unstack(stacks: dict[str, jax.Array], like: Any,
 def _split_over_devices(mesh: Optional[Mesh]
                         ) -> Callable[[dict[str, jax.Array]], dict]:
   """Constrains each stack to be split along its first axis over the mesh's
-  batch axes (when they divide it); the identity without such a mesh."""
-  if mesh is None:
-    return lambda stacks: stacks
-  axes = sharding_lib.batch_axes(mesh)
+  batch axes (when they divide it); the identity without a mesh or on one
+  device."""
+  axes = sharding_lib.batch_axes(mesh) if mesh is not None else ()
   devices = math.prod(mesh.shape[a] for a in axes)
+  if devices == 1:
+    return lambda stacks: stacks
   split = NamedSharding(mesh, P(axes))
 
   def constrain(stacks):
     return {key: (jax.lax.with_sharding_constraint(s, split)
-                  if devices > 1 and len(s) % devices == 0 else s)
+                  if len(s) % devices == 0 else s)
             for key, s in stacks.items()}
   return constrain
 
