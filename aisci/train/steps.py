@@ -3,7 +3,7 @@ nothing here does I/O. (init_variables compiles model.init on its own, for
 code outside the loop.)"""
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -114,7 +114,23 @@ def init_variables(model: nn.Module, rngs: Any, *inputs: Any,
   models of identical blocks can lose (ViT-Ti/4: 5.0 s against 6.1).
   inputs: arrays, e.g. [1, height, width, channels]; static_kwargs: Python
   values such as train=False."""
-  init = jax.jit(functools.partial(model.init, **static_kwargs))
-  compiled = init.lower(rngs, *inputs).compile(
+  return _run_as_init(functools.partial(model.init, **static_kwargs), rngs,
+                      *inputs)
+
+
+def initial_state(rng: jax.Array, model: nn.Module,
+                  tx: optax.GradientTransformation,
+                  example_input: jax.Array) -> TrainState:
+  """`init_state` as one program, compiled as the loop compiles it: for
+  code outside the loop, where init_state called op by op would compile
+  each random draw and optimizer-state leaf on its own (see
+  init_variables)."""
+  return _run_as_init(lambda key, x: init_state(key, model, tx, x), rng,
+                      example_input)
+
+
+def _run_as_init(fn: Callable[..., Any], *args: Any) -> Any:
+  """fn(*args) jitted and compiled with init_compiler_options."""
+  compiled = jax.jit(fn).lower(*args).compile(
       compiler_options=init_compiler_options(jax.default_backend()))
-  return compiled(rngs, *inputs)
+  return compiled(*args)

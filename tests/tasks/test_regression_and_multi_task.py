@@ -55,28 +55,27 @@ def test_weighted_sum_and_zero_weight_leaves_backbone_gradient_unchanged():
   batch = dict(label=labels, class_fractions=np.stack(
       [(labels == 0).mean((1, 2)), (labels == 1).mean((1, 2))], -1).astype(np.float32))
   params = steps.init_variables(model, jax.random.PRNGKey(0), images)['params']
-
-  def grads(task):
-    def loss_fn(p):
-      return task.loss(model.apply({'params': p}, images), batch)[0]
-    return jax.grad(loss_fn)(params)
-
   multi = tasks.build_task(multi_config(0.5), num_classes=2)
-  total, metrics = multi.loss(model.apply({'params': params}, images), batch)
-  np.testing.assert_allclose(total, metrics['mask/loss'] + 0.5 * metrics['area/loss'],
-                             rtol=1e-6)
+  zero_weight = tasks.build_task(multi_config(0.0), num_classes=2)
   seg_only = tasks.build_task(dict(name='segmentation', loss_type='ce+dice'),
                               num_classes=2)
 
-  def seg_grads():
-    def loss_fn(p):
-      return seg_only.loss(model.apply({'params': p}, images)['mask'], batch)[0]
-    return jax.grad(loss_fn)(params)
+  # One program for the loss and all three gradients: op by op, each of the
+  # U-Net's ~400 primitives would compile on its own.
+  @jax.jit
+  def losses_and_grads(p):
+    def grads(loss_of_outputs):
+      return jax.grad(lambda q: loss_of_outputs(model.apply({'params': q},
+                                                            images)))(p)
+    return (multi.loss(model.apply({'params': p}, images), batch),
+            grads(lambda out: zero_weight.loss(out, batch)[0]),
+            grads(lambda out: seg_only.loss(out['mask'], batch)[0]),
+            grads(lambda out: multi.loss(out, batch)[0]))
 
-  zero = grads(tasks.build_task(multi_config(0.0), num_classes=2))
-  reference = seg_grads()
+  (total, metrics), zero, reference, half = losses_and_grads(params)
+  np.testing.assert_allclose(total, metrics['mask/loss'] + 0.5 * metrics['area/loss'],
+                             rtol=1e-6)
   chex.assert_trees_all_close(zero['backbone'], reference['backbone'], atol=0, rtol=0)
   # With a positive weight the regression does reach the backbone.
-  half = grads(multi)
   assert not np.allclose(
       jax.tree.leaves(half['backbone'])[0], jax.tree.leaves(reference['backbone'])[0])

@@ -19,8 +19,8 @@ def _setup(config, model=None):
   model = model or models.build_model(config.model, num_classes=10)
   task = tasks.build_task(config.task, num_classes=10)
   tx, schedule = optimizer.make_optimizer(config)
-  state = steps.init_state(jax.random.PRNGKey(0), model, tx,
-                           jnp.zeros((1, 16, 16, 3)))
+  state = steps.initial_state(jax.random.PRNGKey(0), model, tx,
+                              jnp.zeros((1, 16, 16, 3)))
   return model, task, tx, schedule, state
 
 

@@ -185,9 +185,8 @@ def test_make_optimizer_builds_muon_and_the_train_step_fits_a_batch():
   rng = np.random.default_rng(1)
   batch = {'image': rng.standard_normal((8, 16, 16, 3)).astype(np.float32),
            'label': (np.arange(8) % 3).astype(np.int32)}
-  # One program, not model.init op by op (slow to compile: steps.py).
-  state = jax.jit(lambda key, x: steps.init_state(key, model, tx, x))(
-      jax.random.PRNGKey(0), batch['image'])
+  state = steps.initial_state(jax.random.PRNGKey(0), model, tx,
+                              batch['image'])
   step = jax.jit(functools.partial(
       steps.train_step, model=model,
       task=tasks.build_task(config.task, num_classes=3), tx=tx,

@@ -38,8 +38,8 @@ def test_guarded_step_keeps_the_old_state_on_a_bad_batch(bad_value):
   model = TinyBatchNormNet()
   task = tasks.build_task(config.task, num_classes=10)
   tx, schedule = optimizer.make_optimizer(config)
-  state = steps.init_state(jax.random.PRNGKey(0), model, tx,
-                           jnp.zeros((1, 8, 8, 3)))
+  state = steps.initial_state(jax.random.PRNGKey(0), model, tx,
+                              jnp.zeros((1, 8, 8, 3)))
   step = functools.partial(steps.train_step, model=model, task=task, tx=tx,
                            schedule=schedule)
   guarded = jax.jit(nonfinite.guard(step))

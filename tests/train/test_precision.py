@@ -60,9 +60,8 @@ def test_bf16_step_matches_f32_step_with_float32_params_and_loss():
         example_input=jnp.zeros((1, 32, 32, 3))), jax.random.PRNGKey(0))
     assert {x.dtype for x in jax.tree.leaves(abstract.params)} == {jnp.dtype(jnp.float32)}
     if dtype == 'float32':  # the same parameters for both
-      state = jax.jit(functools.partial(
-          steps.init_state, model=model, tx=tx,
-          example_input=jnp.zeros((1, 32, 32, 3))))(jax.random.PRNGKey(0))
+      state = steps.initial_state(jax.random.PRNGKey(0), model, tx,
+                                  jnp.zeros((1, 32, 32, 3)))
     matmuls = _operand_dtypes(jax.make_jaxpr(step)(state, BATCH).jaxpr,
                               'dot_general')
     new_state, metrics = jax.jit(step)(state, BATCH)

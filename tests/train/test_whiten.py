@@ -74,7 +74,7 @@ def fresh_state(x):
   config.optimizer.freeze = ('stem_conv/kernel',)
   model = models.build_model(config.model, num_classes=10)
   tx, _ = optimizer_lib.make_optimizer(config)
-  return steps.init_state(jax.random.PRNGKey(0), model, tx, x[:1]), tx
+  return steps.initial_state(jax.random.PRNGKey(0), model, tx, x[:1]), tx
 
 
 def test_whiten_state_sets_the_kernel_and_a_matching_optimizer_state():
