@@ -76,8 +76,9 @@ def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
   variables = steps.init_variables(model, jax.random.PRNGKey(0), images[:2],
                                    train=False)
   # Running statistics of real images, so that BatchNorm is not identity.
-  _, stats = model.apply(variables, images, train=True,
-                         mutable=['batch_stats'])
+  _, stats = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                              mutable=['batch_stats']))(
+                                                  variables, images)
   variables = dict(variables, **stats)
   resnet = dataclasses.replace(trained, config=config, model=model,
                                variables=variables)

@@ -74,22 +74,25 @@ def test_batch_stats_update_in_train_mode_only(small):
   after = updates['batch_stats']['stem_bn']
   assert not np.allclose(before['mean'], after['mean'])
   # momentum 0.9: new = 0.9 * old + 0.1 * batch.
-  x = model.apply(variables, images, train=True, mutable=['batch_stats'],
-                  capture_intermediates=lambda m, _: m.name == 'stem_conv')
+  x = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=['batch_stats'],
+      capture_intermediates=lambda m, _: m.name == 'stem_conv'))(variables,
+                                                                 images)
   conv = x[1]['intermediates']['stem_conv']['__call__'][0]
   np.testing.assert_allclose(after['mean'], 0.1 * conv.mean(axis=(0, 1, 2)),
                              atol=1e-5)
 
-  _, frozen = model.apply(variables, images, train=False,
-                          mutable=['batch_stats'])
+  _, frozen = jax.jit(lambda v, x: model.apply(v, x, train=False,
+                                               mutable=['batch_stats']))(
+                                                   variables, images)
   chex.assert_trees_all_equal(frozen['batch_stats'], variables['batch_stats'])
 
 
 def test_eval_mode_uses_running_statistics(small):
   model, variables, images = small
   # In eval mode an example's output does not depend on the rest of the batch.
-  full = jax.jit(model.apply)(variables, images)
-  one = model.apply(variables, images[:1])
+  apply = jax.jit(model.apply)
+  full, one = apply(variables, images), apply(variables, images[:1])
   np.testing.assert_allclose(one, full[:1], atol=1e-5)
 
 
