@@ -54,15 +54,15 @@ def test_max_pool_2x2_matches_flax_values_and_gradient():
       grad(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))
 
 
-def test_logits_features_and_batch_stats():
+def test_logits_features_and_batch_stats(apply):
   model = small(tta_flip=False)
   x = images()
   variables = steps.init_variables(model, jax.random.PRNGKey(0), x)
-  logits = model.apply(variables, x)
+  logits = apply(model, variables, x)
   chex.assert_shape(logits, (4, 7))
   chex.assert_type(logits, jnp.float32)
-  chex.assert_shape(model.clone(num_classes=0).apply(variables, x), (4, 16))
-  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  chex.assert_shape(apply(model.clone(num_classes=0), variables, x), (4, 16))
+  _, updates = apply(model, variables, x, train=True, mutable=('batch_stats',))
   # Running mean of the stem BatchNorm moves (1 - momentum) of the way from
   # 0 to the batch mean of the stem convolution's output.
   stem = jax.lax.conv_general_dilated(
@@ -73,24 +73,26 @@ def test_logits_features_and_batch_stats():
       (1 - model.bn_momentum) * stem.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
 
 
-def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
+def test_tta_flip_averages_image_and_mirror_at_evaluation_only(apply):
   plain = small(tta_flip=False)
   tta = small(tta_flip=True)
   x = images()
   variables = steps.init_variables(plain, jax.random.PRNGKey(0), x)
-  expected = (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1])) / 2
-  np.testing.assert_allclose(tta.apply(variables, x), expected, rtol=1e-5,
+  expected = (apply(plain, variables, x)
+              + apply(plain, variables, x[:, :, ::-1])) / 2
+  np.testing.assert_allclose(apply(tta, variables, x), expected, rtol=1e-5,
                              atol=1e-6)
   # A mirrored image gets the same TTA prediction.
-  np.testing.assert_allclose(tta.apply(variables, x[:, :, ::-1]), expected,
+  np.testing.assert_allclose(apply(tta, variables, x[:, :, ::-1]), expected,
                              rtol=1e-5, atol=1e-6)
   # Training is unchanged by the flag.
-  train = lambda m: m.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  train = lambda m: apply(m, variables, x, train=True,
+                          mutable=('batch_stats',))[0]
   np.testing.assert_array_equal(train(tta), train(plain))
 
 
 @pytest.mark.parametrize('flip', [True, False])
-def test_tta_translate_weights_the_shifted_views(flip):
+def test_tta_translate_weights_the_shifted_views(flip, apply):
   plain = small(tta_flip=False)
   tta = small(tta_flip=flip, tta_translate=True)
   x = images(size=8)
@@ -102,23 +104,23 @@ def test_tta_translate_weights_the_shifted_views(flip):
   np.testing.assert_array_equal(shifted[1][:, :-1, :-1], x[:, 1:, 1:])
 
   def view(v):
-    logits = plain.apply(variables, v)
-    return (logits + plain.apply(variables, v[:, :, ::-1])) / 2 if flip else logits
+    logits = apply(plain, variables, v)
+    return (logits + apply(plain, variables, v[:, :, ::-1])) / 2 if flip else logits
 
   expected = view(x) / 2 + view(shifted[0]) / 4 + view(shifted[1]) / 4
-  np.testing.assert_allclose(tta.apply(variables, x), expected, rtol=1e-5,
+  np.testing.assert_allclose(apply(tta, variables, x), expected, rtol=1e-5,
                              atol=1e-6)
-  chex.assert_shape(tta.clone(num_classes=0).apply(variables, x), (4, 16))
+  chex.assert_shape(apply(tta.clone(num_classes=0), variables, x), (4, 16))
 
 
-def test_residual_changes_the_function_not_the_parameters():
+def test_residual_changes_the_function_not_the_parameters(apply):
   x = images()
   variables = steps.init_variables(small(), jax.random.PRNGKey(0), x)
   residual = small(residual=True)
   chex.assert_trees_all_equal_shapes(
       variables, steps.init_variables(residual, jax.random.PRNGKey(0), x))
-  assert not np.allclose(small().apply(variables, x),
-                         residual.apply(variables, x))
+  assert not np.allclose(apply(small(), variables, x),
+                         apply(residual, variables, x))
 
 
 @pytest.mark.parametrize('c_in,c_out', [(4, 6), (6, 4)])

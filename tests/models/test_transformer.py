@@ -117,14 +117,14 @@ def test_token_types_change_the_output():
   assert not np.allclose(ones, zeros, atol=1e-4)
 
 
-def test_dropout_only_in_train_mode():
+def test_dropout_only_in_train_mode(apply):
   model = TransformerEncoder(0, dropout=0.5, **SMALL)
   inputs = tokens((2, 6))
   variables = steps.init_variables(model, key(), inputs)
-  eval_out = model.apply(variables, inputs)
-  np.testing.assert_array_equal(model.apply(variables, inputs), eval_out)
-  train_out = model.apply(variables, inputs, train=True,
-                          rngs={'dropout': key(3)})
+  eval_out = apply(model, variables, inputs)
+  np.testing.assert_array_equal(apply(model, variables, inputs), eval_out)
+  train_out = apply(model, variables, inputs, train=True,
+                    rngs={'dropout': key(3)})
   assert not np.allclose(train_out, eval_out, atol=1e-4)
 
 

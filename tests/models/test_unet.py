@@ -69,7 +69,7 @@ def small():
   return model, steps.init_variables(model, key(), images), images
 
 
-def test_batch_stats_update_in_train_mode_only(small):
+def test_batch_stats_update_in_train_mode_only(small, apply):
   model, variables, images = small
   logits, updates = jax.jit(lambda v, x: model.apply(
       v, x, train=True, mutable=['batch_stats']))(variables, images)
@@ -77,8 +77,7 @@ def test_batch_stats_update_in_train_mode_only(small):
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b),
                          updates['batch_stats'], variables['batch_stats'])
   assert all(jax.tree.leaves(changed))
-  _, frozen = model.apply(variables, images, train=False,
-                          mutable=['batch_stats'])
+  _, frozen = apply(model, variables, images, mutable=('batch_stats',))
   chex.assert_trees_all_equal(frozen['batch_stats'], variables['batch_stats'])
 
 
@@ -117,7 +116,7 @@ def test_bad_fields_raise():
     jax.eval_shape(UNet(2, upsample='nearest').init, key(), images)
 
 
-def test_dihedral_tta_averages_the_eight_views():
+def test_dihedral_tta_averages_the_eight_views(apply):
   model = UNet(num_classes=2, depth=2, base_width=4, norm="batch")
   tta = UNet(num_classes=2, depth=2, base_width=4, norm='batch',
                   tta='dihedral')
@@ -128,12 +127,12 @@ def test_dihedral_tta_averages_the_eight_views():
     for flip in (False, True):
       view = np.rot90(x, k, axes=(1, 2))
       view = view[:, :, ::-1] if flip else view
-      out = np.asarray(model.apply(variables, np.ascontiguousarray(view)))
+      out = np.asarray(apply(model, variables, np.ascontiguousarray(view)))
       out = out[:, :, ::-1] if flip else out
       views.append(np.rot90(out, -k, axes=(1, 2)))
-  np.testing.assert_allclose(tta.apply(variables, x), np.mean(views, axis=0),
+  np.testing.assert_allclose(apply(tta, variables, x), np.mean(views, axis=0),
                              rtol=1e-5, atol=1e-5)
   # Training ignores it: same output as the plain model.
-  plain = model.apply(variables, x, train=True, mutable=['batch_stats'])[0]
-  with_tta = tta.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  plain = apply(model, variables, x, train=True, mutable=('batch_stats',))[0]
+  with_tta = apply(tta, variables, x, train=True, mutable=('batch_stats',))[0]
   np.testing.assert_allclose(with_tta, plain, rtol=1e-6)

@@ -1,5 +1,7 @@
 """ViT: parameter counts of the published sizes, shapes, dtypes, errors."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -36,35 +38,35 @@ def test_vit_s16_gap_has_no_class_token():
 
 
 @pytest.mark.parametrize('pool', ['token', 'gap'])
-def test_vit_outputs_logits_and_features(pool):
+def test_vit_outputs_logits_and_features(pool, apply):
   model = vit.ViT(num_classes=7, variant=None, width=32, depth=2, mlp_dim=64,
                   num_heads=4, patch_size=4, pool=pool)
   images = np.random.default_rng(1).normal(size=(3, 16, 16, 3)).astype(
       np.float32)
   variables = steps.init_variables(model, jax.random.PRNGKey(0), images)
-  logits = model.apply(variables, images)
+  logits = apply(model, variables, images)
   chex.assert_shape(logits, (3, 7))
   chex.assert_type(logits, jnp.float32)
-  features = model.clone(num_classes=0).apply(variables, images)
+  features = apply(model.clone(num_classes=0), variables, images)
   chex.assert_shape(features, (3, 32))
 
 
-def test_vit_dropout_and_stochastic_depth_use_the_rng():
+def test_vit_dropout_and_stochastic_depth_use_the_rng(apply):
   model = vit.ViT(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
                   num_heads=4, patch_size=4, dropout=0.1, stochastic_depth=0.5,
                   head_zero_init=False)
   images = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype(np.float32)
   variables = steps.init_variables(model, jax.random.PRNGKey(0), images)
-  train = lambda seed: model.apply(variables, images, train=True,
-                                   rngs={'dropout': jax.random.PRNGKey(seed)})
+  train = lambda seed: apply(model, variables, images, train=True,
+                             rngs={'dropout': jax.random.PRNGKey(seed)})
   chex.assert_trees_all_close(train(3), train(3))
   assert not np.allclose(train(3), train(4))
   # Evaluation is deterministic and uses no rng.
-  chex.assert_trees_all_close(model.apply(variables, images),
-                              model.apply(variables, images))
+  chex.assert_trees_all_close(apply(model, variables, images),
+                              apply(model, variables, images))
 
 
-def test_vit_bfloat16_compute_keeps_float32_params_and_logits():
+def test_vit_bfloat16_compute_keeps_float32_params_and_logits(apply):
   kwargs = dict(num_classes=5, variant=None, width=32, depth=2, mlp_dim=64,
                 num_heads=4, patch_size=4, head_zero_init=False)
   images = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype(np.float32)
@@ -73,9 +75,9 @@ def test_vit_bfloat16_compute_keeps_float32_params_and_logits():
   bf16 = vit.ViT(**kwargs, dtype=jnp.bfloat16)
   chex.assert_trees_all_equal_dtypes(
       variables, steps.init_variables(bf16, jax.random.PRNGKey(0), images))
-  logits = bf16.apply(variables, images)
+  logits = apply(bf16, variables, images)
   chex.assert_type(logits, jnp.float32)
-  np.testing.assert_allclose(logits, f32.apply(variables, images), atol=0.1)
+  np.testing.assert_allclose(logits, apply(f32, variables, images), atol=0.1)
 
 
 def test_remat_gives_the_same_gradients():
@@ -118,7 +120,8 @@ def test_conv_stem_embeds_patches_with_strided_convs():
   # Two 3x3 stride-2 convs take 32x32 to the 8x8 grid of patch 4.
   chex.assert_shape(params['stem_conv1']['kernel'], (3, 3, 3, 8))
   chex.assert_shape(params['embedding']['kernel'], (3, 3, 8, 32))
-  logits, state = model.apply(variables, images, capture_intermediates=True)
+  logits, state = jax.jit(functools.partial(
+      model.apply, capture_intermediates=True))(variables, images)
   chex.assert_shape(state['intermediates']['embedding']['__call__'][0],
                     (2, 8, 8, 32))
   chex.assert_shape(logits, (2, 10))
@@ -129,23 +132,23 @@ def test_conv_stem_embeds_patches_with_strided_convs():
         jax.random.PRNGKey(0), jnp.zeros((1, 36, 36, 3)))
 
 
-def test_tta_flip_averages_image_and_mirror_at_evaluation_only():
+def test_tta_flip_averages_image_and_mirror_at_evaluation_only(apply):
   kwargs = dict(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
                 num_heads=2, patch_size=4, head_zero_init=False)
   plain, tta = vit.ViT(**kwargs), vit.ViT(**kwargs, tta_flip=True)
   images = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(
       np.float32)
   variables = steps.init_variables(plain, jax.random.PRNGKey(1), images)
-  expected = (plain.apply(variables, images)
-              + plain.apply(variables, images[:, :, ::-1])) / 2
-  chex.assert_trees_all_close(tta.apply(variables, images), expected,
+  expected = (apply(plain, variables, images)
+              + apply(plain, variables, images[:, :, ::-1])) / 2
+  chex.assert_trees_all_close(apply(tta, variables, images), expected,
                               atol=1e-5)
-  assert not np.allclose(expected, plain.apply(variables, images), atol=1e-4)
-  chex.assert_trees_all_close(tta.apply(variables, images, train=True),
-                              plain.apply(variables, images, train=True))
+  assert not np.allclose(expected, apply(plain, variables, images), atol=1e-4)
+  chex.assert_trees_all_close(apply(tta, variables, images, train=True),
+                              apply(plain, variables, images, train=True))
 
 
-def test_tta_translate_averages_shifted_views_with_airbench_weights():
+def test_tta_translate_averages_shifted_views_with_airbench_weights(apply):
   kwargs = dict(num_classes=10, variant=None, width=32, depth=1, mlp_dim=64,
                 num_heads=2, patch_size=4, stem='conv', head_zero_init=False)
   plain = vit.ViT(**kwargs)
@@ -160,17 +163,18 @@ def test_tta_translate_averages_shifted_views_with_airbench_weights():
   np.testing.assert_array_equal(padded[:, 1:17, 1:17], images)
 
   def flipped_mean(x):
-    return (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1])) / 2
+    return (apply(plain, variables, x)
+            + apply(plain, variables, x[:, :, ::-1])) / 2
 
   expected = (flipped_mean(images) / 2 + flipped_mean(padded[:, :16, :16]) / 4
               + flipped_mean(padded[:, 2:, 2:]) / 4)
-  logits = tta.apply(variables, images)
+  logits = apply(tta, variables, images)
   chex.assert_shape(logits, (3, 10))
   chex.assert_trees_all_close(logits, expected, atol=1e-5)
   # The shifted views change the prediction: not flip TTA under another name.
   assert not np.allclose(logits, flipped_mean(images), atol=1e-4)
-  chex.assert_trees_all_close(tta.apply(variables, images, train=True),
-                              plain.apply(variables, images, train=True))
+  chex.assert_trees_all_close(apply(tta, variables, images, train=True),
+                              apply(plain, variables, images, train=True))
 
 
 @pytest.mark.parametrize('variant', vit_cifar.VARIANTS)
