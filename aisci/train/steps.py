@@ -1,6 +1,6 @@
 """Pure train and eval steps. The loop jits them with explicit shardings;
-nothing here does I/O. (init_variables compiles model.init on its own, for
-code outside the loop.)"""
+nothing here does I/O. (init_variables and initial_state compile model.init
+and init_state on their own, for code outside the loop.)"""
 
 import functools
 from typing import Any, Callable
