@@ -86,8 +86,8 @@ def test_remat_gives_the_same_gradients():
   images = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
   plain, remat = vit.ViT(**kwargs), vit.ViT(**kwargs, remat=True)
   variables = steps.init_variables(plain, jax.random.PRNGKey(0), images)
-  # Jitted: remat is a hint to XLA's compilation (and one program compiles
-  # faster than the primitives one by one).
+  # Jitted, as training runs it (and one program compiles faster than its
+  # primitives one by one).
   grad = lambda m: jax.jit(jax.grad(lambda v: m.apply(v, images).sum()))(
       variables)
   chex.assert_trees_all_close(grad(plain), grad(remat), atol=1e-6)
