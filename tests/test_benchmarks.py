@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aisci import compile_cache
 from aisci import models
 from benchmarks import common
 from benchmarks import models as bench_models
@@ -93,7 +94,8 @@ def _with_session_compile_cache() -> dict[str, str]:
   env = dict(os.environ)
   if os.environ.get('AISCI_TEST_COMPILE_CACHE'):
     env.update(JAX_COMPILATION_CACHE_DIR=os.environ['AISCI_TEST_COMPILE_CACHE'],
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.1')
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(
+                   compile_cache.MIN_COMPILE_TIME_SECS))
   return env
 
 
