@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import chex
 import numpy as np
@@ -92,6 +93,16 @@ def kill_when_printed(process, text):
   return output
 
 
+def wait_until_logged(process, log_path, text, timeout=300):
+  """Returns once `text` is in the log file `process` writes; fails if the
+  process ends first."""
+  deadline = time.monotonic() + timeout
+  while text not in log_path.read_text(encoding='utf-8'):
+    assert process.poll() is None, log_path.read_text()[-3000:]
+    assert time.monotonic() < deadline, f'{text!r} not logged in {timeout} s'
+    time.sleep(0.2)
+
+
 def complete_checkpoints(workdir):
   """Steps whose checkpoint folder got its final name (orbax renames a
   temporary folder only once everything in it is written)."""
@@ -126,6 +137,11 @@ def test_sigkill_during_step_save_and_eval_then_resume_exactly(cifar10_small,
   reference_log = open(tmp_path / 'reference.log', 'w+', encoding='utf-8')
   reference = start(cifar10_small, reference_dir, stderr=reference_log)
   try:
+    # Its first logged step means init and the train step are compiled and
+    # in the cache, so the killed runs load them instead of compiling them
+    # a second time alongside it.
+    wait_until_logged(reference, tmp_path / 'reference.log',
+                      f'step 2/{TOTAL_STEPS}')
     # 1. During a step: killed just after step 6 was logged (steps run on
     #    while the log line travels; checkpoint 8 comes only after eval).
     out = kill_when_printed(start(cifar10_small, workdir),
