@@ -32,7 +32,9 @@ def unet_run(isbi, tmp_path_factory):
   config.model.backbone.tta = 'none'
   config.input.update(crop_size=64, batch_size=8)
   config.optimizer.learning_rate = 5e-3
-  config.schedule.warmup_steps = 2
+  # tests/train/test_tasks_train.py's multi-task run has these settings
+  # too: the same programs, compiled once per session (the test cache).
+  config.schedule.warmup_steps = 5
   config.update(total_steps=20, log_every_steps=10, eval_every_steps=10,
                 checkpoint_every_steps=10)
   workdir = tmp_path_factory.mktemp('unet_run')
