@@ -107,7 +107,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 
 def test_checkpoint_of_another_optimizer_is_a_clear_error(cifar10_small, tmp_path):
   workdir = str(tmp_path / 'other')
-  config = small_config(cifar10_small, total_steps=8)
+  # The first run's programs are those of the non-finite test's first run
+  # (the session's compile cache has them).
+  config = small_config(cifar10_small)
   loop.train_and_evaluate(config, workdir, stop_at_step=4)
   config.optimizer.name = 'sgd'
   # Refused as a changed config, and past that (overridden), as a checkpoint
