@@ -35,8 +35,10 @@ train: $(VENV)/.installed
 
 # Two workers, each taking whole test files (module fixtures are built
 # once): most of a test's time is compiling, which is single-threaded.
+# The files go out in collection order, longest first (tests/conftest.py's
+# LONG_FILES), so that both workers finish together.
 # TEST_ARGS='-n 0' runs the suite in one process.
-TEST_ARGS ?= -n 2 --dist loadfile
+TEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: $(VENV)/.installed-interop
 	$(PY) -m pytest -q $(TEST_ARGS) tests
 
