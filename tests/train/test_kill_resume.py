@@ -97,8 +97,9 @@ def wait_until_logged(process, log_path, text, timeout=300):
   """Returns once `text` is in the log file `process` writes; fails if the
   process ends first."""
   deadline = time.monotonic() + timeout
-  while text not in log_path.read_text(encoding='utf-8'):
-    assert process.poll() is None, log_path.read_text()[-3000:]
+  # 'replace': the file may end inside a character the process is writing.
+  while text not in (log := log_path.read_text('utf-8', errors='replace')):
+    assert process.poll() is None, log[-3000:]
     assert time.monotonic() < deadline, f'{text!r} not logged in {timeout} s'
     time.sleep(0.2)
 
