@@ -61,7 +61,7 @@ def test_float_formats_give_the_logits_of_jax(fmt, trained, test_images,
 
 
 def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
-                                                  tmp_path):
+                                                  tmp_path, apply):
   """A CNN with BatchNorm and residual adds: jax2onnx lays it out as NCHW
   and its recorded shapes must not contradict that (onnxruntime refused
   such a file before export_onnx inferred the shapes anew)."""
@@ -76,9 +76,8 @@ def test_onnx_of_a_resnet_gives_the_logits_of_jax(trained, test_images,
   variables = steps.init_variables(model, jax.random.PRNGKey(0), images[:2],
                                    train=False)
   # Running statistics of real images, so that BatchNorm is not identity.
-  _, stats = jax.jit(lambda v, x: model.apply(v, x, train=True,
-                                              mutable=['batch_stats']))(
-                                                  variables, images)
+  _, stats = apply(model, variables, images, train=True,
+                   mutable=('batch_stats',))
   variables = dict(variables, **stats)
   resnet = dataclasses.replace(trained, config=config, model=model,
                                variables=variables)

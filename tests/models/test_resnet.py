@@ -62,11 +62,10 @@ def small():
   return model, steps.init_variables(model, key(), images), images
 
 
-def test_batch_stats_update_in_train_mode_only(small):
+def test_batch_stats_update_in_train_mode_only(small, apply):
   model, variables, images = small
-  train = jax.jit(lambda v, x: model.apply(v, x, train=True,
-                                           mutable=['batch_stats']))
-  logits, updates = train(variables, images)
+  logits, updates = apply(model, variables, images, train=True,
+                          mutable=('batch_stats',))
   chex.assert_shape(logits, (4, 10))
   chex.assert_trees_all_equal_structs(updates['batch_stats'],
                                       variables['batch_stats'])
@@ -82,17 +81,15 @@ def test_batch_stats_update_in_train_mode_only(small):
   np.testing.assert_allclose(after['mean'], 0.1 * conv.mean(axis=(0, 1, 2)),
                              atol=1e-5)
 
-  _, frozen = jax.jit(lambda v, x: model.apply(v, x, train=False,
-                                               mutable=['batch_stats']))(
-                                                   variables, images)
+  _, frozen = apply(model, variables, images, mutable=('batch_stats',))
   chex.assert_trees_all_equal(frozen['batch_stats'], variables['batch_stats'])
 
 
-def test_eval_mode_uses_running_statistics(small):
+def test_eval_mode_uses_running_statistics(small, apply):
   model, variables, images = small
   # In eval mode an example's output does not depend on the rest of the batch.
-  apply = jax.jit(model.apply)
-  full, one = apply(variables, images), apply(variables, images[:1])
+  full, one = apply(model, variables, images), apply(model, variables,
+                                                     images[:1])
   np.testing.assert_allclose(one, full[:1], atol=1e-5)
 
 

@@ -71,8 +71,8 @@ def small():
 
 def test_batch_stats_update_in_train_mode_only(small, apply):
   model, variables, images = small
-  logits, updates = jax.jit(lambda v, x: model.apply(
-      v, x, train=True, mutable=['batch_stats']))(variables, images)
+  logits, updates = apply(model, variables, images, train=True,
+                          mutable=('batch_stats',))
   chex.assert_shape(logits, (2, 16, 16, 3))
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b),
                          updates['batch_stats'], variables['batch_stats'])
