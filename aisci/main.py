@@ -2,7 +2,8 @@
 
 Any config field can be overridden on the command line
 (--config.total_steps=500); the config is locked, so a mistyped field is an
-error that names the field and suggests the nearest valid one.
+error that names the field, suggests the nearest valid one and lists the
+fields there are (aisci/config_overrides.py).
 """
 
 import logging as logging_std
@@ -30,6 +31,7 @@ from ml_collections import config_flags
 
 from aisci import allocator
 from aisci import compile_cache
+from aisci import config_overrides
 from aisci import cpu_devices
 from aisci.data import decoded_cache
 from aisci.train import checkpoint
@@ -151,4 +153,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_overrides.parse_flags)

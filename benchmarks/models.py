@@ -5,13 +5,13 @@ is built from the same config fields, so the two cannot drift apart.
 """
 
 import functools
-import importlib.util
 import os
 import time
 
 import ml_collections
 import numpy as np
 
+from aisci import config_overrides
 from aisci import cpu_devices as aisci_cpu_devices
 from benchmarks import common
 
@@ -79,12 +79,7 @@ MODELS = {
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """'configs/x.py:variant' (relative to the repository) -> its ConfigDict."""
-  path, _, variant = spec.partition(':')
-  path = os.path.join(common.REPO, path)
-  module_spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant or None)
+  return config_overrides.load(os.path.join(common.REPO, spec))
 
 
 def config_for(name: str, batch_size: int | None = None,

@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+from aisci import config_overrides
+from configs import vit_cifar
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -18,8 +21,34 @@ def test_mistyped_override_names_the_nearest_field(tmp_path):
                     '--config.totl_steps=5', f'--workdir={tmp_path}')
   assert result.returncode != 0
   assert 'totl_steps' in result.stderr
-  assert 'Did you mean "total_steps"' in result.stderr
+  assert 'Did you mean config.total_steps?' in result.stderr
   assert not os.listdir(tmp_path)  # failed before writing anything
+
+
+def test_unknown_nested_field_is_one_line_with_the_fields_there_are(tmp_path):
+  # No name is close to eval_limit: ml_collections alone raised a bare
+  # AttributeError traceback here.
+  result = run_main('--config=configs/vit_cifar.py:tiny',
+                    '--config.input.eval_limit=256', f'--workdir={tmp_path}')
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  line = next(l for l in result.stderr.splitlines() if 'eval_limit' in l)
+  assert "config.input has no field 'eval_limit'." in line
+  fields = line.split('Its fields: ')[1].rstrip('.').split(', ')
+  assert fields == sorted(vit_cifar.get_config('tiny').input.keys())
+
+
+def test_unknown_field_message_walks_the_override_path():
+  config = vit_cifar.get_config('tiny')
+  message = config_overrides.unknown_field_message
+  assert message(config, ['--config.input.batch_size=8', '--config.seed=1']) is None
+  assert message(config, ['--config.seed.x=1']) == (
+      "--config.seed.x=1: config.seed is a value, not a group of fields, so "
+      "it has no field 'x'.")
+  got = message(config, ['--config.seed=1', '--config.optimizer.lerning_rate=1'])
+  assert got.startswith("--config.optimizer.lerning_rate=1: config.optimizer "
+                        "has no field 'lerning_rate'. Did you mean "
+                        'config.optimizer.learning_rate?'), got
 
 
 def test_wrong_type_and_unknown_variant_are_errors(tmp_path):
