@@ -92,6 +92,28 @@ def tiny_vit_run(cifar10_small, tmp_path_factory) -> pathlib.Path:
   return workdir
 
 
+@pytest.fixture(scope='session')
+def small_text(sst2):
+  """A factory of transformer_text.py:sst2 shrunk for tests (vocabulary
+  2,000, 32 tokens, one block of width 32): each call a fresh config. The
+  text runs of tests/train/test_tasks_train.py and tests/test_predict_tasks.py
+  both start from it, so the second loads the first's compiled programs
+  from the session's compilation cache."""
+  from configs import transformer_text  # pylint: disable=g-import-not-at-top
+
+  def make():
+    config = transformer_text.get_config('sst2')
+    config.dataset = f'tsv:{sst2}'
+    config.input.update(vocab_size=2000, max_length=32, batch_size=64)
+    config.model.update(width=32, depth=1, num_heads=2, mlp_dim=64,
+                        dropout=0.0, attention_dropout=0.0)
+    config.schedule.warmup_steps = 5
+    config.update(log_every_steps=20, eval_every_steps=40,
+                  checkpoint_every_steps=40)
+    return config
+  return make
+
+
 @functools.cache
 def _jitted_apply():
   import jax  # pylint: disable=g-import-not-at-top

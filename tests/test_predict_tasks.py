@@ -43,15 +43,10 @@ def unet_run(isbi, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def text_run(sst2, tmp_path_factory):
-  config = transformer_text.get_config('sst2')
-  config.dataset = f'tsv:{sst2}'
-  config.input.update(vocab_size=1000, max_length=24, batch_size=64)
-  config.model.update(width=32, depth=1, num_heads=2, mlp_dim=64, dropout=0.0,
-                      attention_dropout=0.0)
-  config.schedule.warmup_steps = 2
-  config.update(total_steps=30, log_every_steps=10, eval_every_steps=30,
-                checkpoint_every_steps=30)
+def text_run(small_text, tmp_path_factory):
+  # test_tasks_train.py's trained text run (80 steps): one set of programs.
+  config = small_text()
+  config.total_steps = 80
   workdir = tmp_path_factory.mktemp('text_run')
   loop.train_and_evaluate(config, str(workdir))
   return workdir
@@ -96,7 +91,7 @@ def test_segmentation_writes_masks_overlays_and_regressed_values(
   assert printed.count('_overlay.png') == 0 and printed.count('_mask.png') == 4
 
 
-def test_text_lines_and_tsv_columns(text_run, sst2, tmp_path):
+def test_text_lines_and_tsv_columns(text_run, small_text, sst2, tmp_path):
   rows = (sst2 / 'dev.tsv').read_text().splitlines()[1:6]
   sentences = [row.split('\t')[0] for row in rows]
   lines = tmp_path / 'reviews.txt'
@@ -108,7 +103,8 @@ def test_text_lines_and_tsv_columns(text_run, sst2, tmp_path):
   from aisci.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   tokenizer = tokenizer_lib.load(str(text_run / 'tokenizer.json'))
   logits = inference.predict_outputs(
-      trained, tokenizer_lib.encode(tokenizer, sentences, 24))
+      trained, tokenizer_lib.encode(tokenizer, sentences,
+                                    small_text().input.max_length))
   for record, z in zip(records, logits):
     np.testing.assert_allclose(record['logits'], z, atol=1e-5)
     probabilities = [e['probability'] for e in record['top_k']]

@@ -53,27 +53,17 @@ def test_multitask_reports_each_task(isbi, tmp_path):
   assert scalars['area/mae'] < 0.3
 
 
-def small_text(sst2):
-  config = transformer_text.get_config('sst2')
-  config.dataset = f'tsv:{sst2}'
-  config.input.update(vocab_size=2000, max_length=32, batch_size=64)
-  config.model.update(width=32, depth=1, num_heads=2, mlp_dim=64, dropout=0.0,
-                      attention_dropout=0.0)
-  config.schedule.warmup_steps = 5
-  config.update(log_every_steps=20, eval_every_steps=40, checkpoint_every_steps=40)
-  return config
-
-
-def test_text_classification_beats_the_untrained_model(sst2, tmp_path):
-  untrained = run(small_text(sst2), tmp_path / 'untrained', 0)
-  trained = run(small_text(sst2), tmp_path / 'trained', 80)
+def test_text_classification_beats_the_untrained_model(small_text, tmp_path):
+  # 80 steps: tests/test_predict_tasks.py's text_run is this run.
+  untrained = run(small_text(), tmp_path / 'untrained', 0)
+  trained = run(small_text(), tmp_path / 'trained', 80)
   assert trained['accuracy'] > max(untrained['accuracy'], 0.6) + 0.05, (untrained, trained)
   info = json.loads((tmp_path / 'trained' / 'dataset_info.json').read_text())
   assert info['kind'] == 'text' and info['tokenizer'] == 'tokenizer.json'
 
 
-def test_early_stopping_stops_and_stays_stopped(sst2, tmp_path):
-  config = small_text(sst2)
+def test_early_stopping_stops_and_stays_stopped(small_text, tmp_path):
+  config = small_text()
   config.optimizer.learning_rate = 0.0  # the metric can never improve
   config.schedule.warmup_steps = 0
   config.update(eval_every_steps=10, checkpoint_every_steps=100,
