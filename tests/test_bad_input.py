@@ -200,25 +200,43 @@ def image_size_not_divisible_by_patch(tmp, jpegs, mp):
 def unknown_model(tmp, jpegs, mp):
   config = tiny_config()
   config.model.name = 'vitt'
-  models.build_model(config.model, num_classes=10)
+  _refused_before_data(tmp, config)
 
 
 def unknown_task(tmp, jpegs, mp):
   config = tiny_config()
   config.task.name = 'classify'
-  tasks.build_task(config.task, num_classes=10)
+  _refused_before_data(tmp, config)
 
 
 def unknown_optimizer(tmp, jpegs, mp):
   config = tiny_config()
   config.optimizer.name = 'adam'
-  optimizer.make_optimizer(config)
+  _refused_before_data(tmp, config)
+
+
+def unknown_model_field(tmp, jpegs, mp):
+  config = tiny_config()
+  config.model.widht = 32
+  _refused_before_data(tmp, config)
+
+
+def unknown_multi_task_field(tmp, jpegs, mp):
+  config = tiny_config()
+  config.task = dict(name='multi', tasks=dict(
+      label=dict(name='classification'),
+      area=dict(name='regression', targte='area')))
+  _refused_before_data(tmp, config)
 
 
 def unknown_dtype(tmp, jpegs, mp):
   config = tiny_config()
   config.dtype = 'bf16'
-  # Refused before any data is read (the folder does not even exist).
+  _refused_before_data(tmp, config)
+
+
+def _refused_before_data(tmp, config):
+  # The folder does not even exist: the config's error must come first.
   config.dataset = f'imagefolder:{tmp}/no_such_folder'
   loop.train_and_evaluate(config, str(tmp / 'run'))
 
@@ -226,7 +244,7 @@ def unknown_dtype(tmp, jpegs, mp):
 def unknown_schedule(tmp, jpegs, mp):
   config = tiny_config()
   config.schedule.decay = 'exponential'
-  optimizer.make_optimizer(config)
+  _refused_before_data(tmp, config)
 
 
 def _started_workdir(tmp, config):
@@ -280,7 +298,9 @@ CASES = [
     (batch_not_divisible_by_devices, ValueError, r'batch_size=12 is not divisible by the 8 devices.*use a multiple of 8'),
     (image_size_not_divisible_by_patch, ValueError, r'Image size 30x30 is not divisible by the ViT patch size 8: change config.input.image_size or config.model.patch_size'),
     (unknown_model, ValueError, r"Unknown model name 'vitt' in config.model.name\. Known models: \[.*'vit'"),
+    (unknown_model_field, TypeError, r"config.model does not fit model 'vit': it has no field\(s\) \['widht'\]\. Valid fields of ViT: \[.*'width'"),
     (unknown_task, ValueError, r"Unknown task 'classify' in config.task.name; known: \[.*'classification'"),
+    (unknown_multi_task_field, ValueError, r"config.task.tasks.area has fields \['targte'\] that task 'regression' does not take; its fields: \[.*'target'"),
     (unknown_optimizer, ValueError, r"Unknown config.optimizer.name 'adam'; known: 'adamw', 'sgd'"),
     (unknown_dtype, ValueError, r"Unknown config.dtype 'bf16'; known: \('float32', 'bfloat16'\)"),
     (unknown_schedule, ValueError, r"Unknown config.schedule.decay 'exponential'; known:"),

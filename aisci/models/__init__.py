@@ -32,6 +32,25 @@ def get_model_class(name: str) -> type[nn.Module]:
   return getattr(importlib.import_module(module_name), class_name)
 
 
+def _fields(cls: type[nn.Module]) -> list[str]:
+  return sorted(f for f in cls.__dataclass_fields__
+                if f not in ('parent', 'name'))
+
+
+def check_config(model_config: Mapping[str, Any]) -> None:
+  """The name and field errors build_model would raise, before the data
+  decide the rest (num_classes): the loop checks the config with it before
+  reading any data."""
+  kwargs = dict(model_config)
+  name = kwargs.pop('name')
+  cls = get_model_class(name)
+  unknown = sorted(set(kwargs) - set(_fields(cls)))
+  if unknown:
+    raise TypeError(f'config.model does not fit model {name!r}: it has no '
+                    f'field(s) {unknown}. Valid fields of {cls.__name__}: '
+                    f'{_fields(cls)}.')
+
+
 def build_model(model_config: Mapping[str, Any], **extra: Any) -> nn.Module:
   """Builds `config.model` into a module; `extra` adds derived fields.
 
@@ -51,8 +70,6 @@ def build_model(model_config: Mapping[str, Any], **extra: Any) -> nn.Module:
   try:
     return cls(**kwargs)
   except TypeError as e:
-    fields = sorted(f for f in cls.__dataclass_fields__
-                    if f not in ('parent', 'name'))
     raise TypeError(
         f'config.model does not fit model {name!r}: {e}. '
-        f'Valid fields of {cls.__name__}: {fields}.') from e
+        f'Valid fields of {cls.__name__}: {_fields(cls)}.') from e

@@ -128,8 +128,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   process_index, process_count = jax.process_index(), jax.process_count()
-  dtype = compute_dtype.parse(config.dtype)  # before data: a typo fails fast
+  # Before the data are read (minutes for a large folder), so that a typo in
+  # a name or field fails fast.
+  dtype = compute_dtype.parse(config.dtype)
   compute_dtype.warn_if_slow(dtype, jax.default_backend())
+  models.check_config(config.model)
+  tasks.check_config(config.task)
 
   # ------------------------------------------------------------------ mesh --
   mesh = sharding_lib.make_mesh(config.mesh)
@@ -143,6 +147,7 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   local_batch_size = config.input.batch_size // process_count
   logging.info('Mesh %s over %d devices, %d process(es).', dict(mesh.shape),
                mesh.size, process_count)
+  tx, schedule = optimizer_lib.make_optimizer(config, mesh)  # before data too
 
   # ------------------------------------------------------------------ data --
   source_kwargs = dict(options=config.input, workdir=workdir,
@@ -204,7 +209,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   model = models.build_model(config.model, dtype=dtype,
                              **model_kwargs)
   task = tasks.build_task(config.task, num_classes=len(class_names))
-  tx, schedule = optimizer_lib.make_optimizer(config, mesh)
   # The model is initialised on one example shaped as the data says.
   init_fn = functools.partial(steps.init_state, model=model, tx=tx,
                               example_input=example_input)
