@@ -1,5 +1,6 @@
 """Command-line parsing for aisci.main: a `--config.FIELD=VALUE` whose FIELD
-the config lacks is one clear line, not ml_collections' traceback.
+the config lacks, or a --config file that is not there, is one clear line,
+not ml_collections' traceback.
 
 ml_collections raises a bare AttributeError or KeyError from inside absl's
 parser for such a field (with a suggestion only when a name is close). This
@@ -66,20 +67,45 @@ def unknown_field_message(config: Any, argv: Sequence[str]) -> Optional[str]:
   return None
 
 
+def _fail(message: str) -> None:
+  sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
+                   'Pass --helpfull to see help on flags.\n')
+  sys.exit(1)
+
+
+def missing_file_message(spec: Optional[str]) -> Optional[str]:
+  """The error for a --config file that is not there (ml_collections says
+  only 'Failed loading config file config_config'); None when it is."""
+  if not spec:
+    return None
+  path = spec.partition(':')[0]
+  if os.path.isfile(path):
+    return None
+  folder = os.path.dirname(path) or '.'
+  there = (sorted(f for f in os.listdir(folder)
+                  if f.endswith('.py') and not f.startswith('_'))
+           if os.path.isdir(folder) else [])
+  listing = (f' Config files in {folder}/: {", ".join(there)}.' if there else
+             ' Run from the repository root, where configs/ is, or give the '
+             "file's full path.")
+  return f'--config={spec}: there is no file {path!r}.{listing}'
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser (app.run's flags_parser), unknown config fields named."""
+  message = missing_file_message(_config_spec(argv))
+  if message:
+    _fail(message)
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as error:
-    spec = _config_spec(argv)
+    spec = _config_spec(argv)  # a file that is there (checked above)
     message = None
-    if spec and os.path.isfile(spec.partition(':')[0]):
+    if spec:
       try:
         message = unknown_field_message(load(spec), argv)
       except Exception:  # pylint: disable=broad-except
         message = None  # the config itself fails: its own error says why
     if message is None:
       raise
-    sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
-                     'Pass --helpfull to see help on flags.\n')
-    sys.exit(1)
+    _fail(message)

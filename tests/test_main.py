@@ -38,6 +38,15 @@ def test_unknown_nested_field_is_one_line_with_the_fields_there_are(tmp_path):
   assert fields == sorted(vit_cifar.get_config('tiny').input.keys())
 
 
+def test_missing_config_file_names_the_files_there_are(tmp_path):
+  result = run_main('--config=configs/vit_cifr.py:tiny', f'--workdir={tmp_path}')
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert ("--config=configs/vit_cifr.py:tiny: there is no file "
+          "'configs/vit_cifr.py'. Config files in configs/: ") in result.stderr
+  assert 'vit_cifar.py' in result.stderr and 'resnet_cifar.py' in result.stderr
+
+
 def test_unknown_field_message_walks_the_override_path():
   config = vit_cifar.get_config('tiny')
   message = config_overrides.unknown_field_message
