@@ -148,6 +148,12 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   logging.info('Mesh %s over %d devices, %d process(es).', dict(mesh.shape),
                mesh.size, process_count)
   tx, schedule = optimizer_lib.make_optimizer(config, mesh)  # before data too
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, every_steps=config.checkpoint_every_steps,
+      keep=config.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is None and config.init.path:  # its weights are read after init
+    init_from.check(config.init)
 
   # ------------------------------------------------------------------ data --
   source_kwargs = dict(options=config.input, workdir=workdir,
@@ -221,10 +227,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
   logging.info('Model %s: %s parameters.', config.model.name, f'{num_params:,}')
 
   # ----------------------------------------------------------------- state --
-  checkpointer = checkpoint_lib.Checkpointer(
-      workdir, every_steps=config.checkpoint_every_steps,
-      keep=config.keep_checkpoints)
-  latest = checkpointer.latest_step()
   abstract_state = checkpoint_lib.abstract_with_sharding(abstract_state,
                                                          state_sharding)
   if latest is not None:
@@ -233,8 +235,6 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
                  checkpointer.directory)
     start_step = int(state.step)
   else:
-    if config.init.path:  # its weights are read after init has run
-      init_from.check(config.init)
     # Compiled on a worker thread while the train step is traced and
     # compiled below (background_compile.py); run after that.
     init_compiled = background_compile.start(
