@@ -92,13 +92,14 @@ def missing_file_message(spec: Optional[str]) -> Optional[str]:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser (app.run's flags_parser), unknown config fields named."""
+  """absl's parser (app.run's flags_parser), with a missing config file and
+  unknown config fields named in one line."""
   message = missing_file_message(_config_spec(argv))
   if message:
     _fail(message)
   try:
     return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as error:
+  except (AttributeError, KeyError):
     spec = _config_spec(argv)  # a file that is there (checked above)
     message = None
     if spec:
