@@ -59,7 +59,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, loss=loss, learning_rate=schedule(state.step),
-                 grad_norm=optax.global_norm(grads))
+                 grad_norm=optax.tree.norm(grads))
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state, model_state=model_state)
   return new_state, metrics

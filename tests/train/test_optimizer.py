@@ -121,4 +121,4 @@ def test_gradient_clipping_and_sgd():
   updates, _ = tx.update({'w': jnp.array([3.0, 4.0])}, tx.init(params), params)
   # Norm 5 clipped to 1, then -lr * g with lr 1.
   np.testing.assert_allclose(updates['w'], [-0.6, -0.8], rtol=1e-6)
-  assert optax.global_norm(updates) <= 1.0 + 1e-6
+  assert optax.tree.norm(updates) <= 1.0 + 1e-6
