@@ -94,15 +94,14 @@ def missing_file_message(spec: Optional[str]) -> Optional[str]:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser (app.run's flags_parser), with a missing config file and
   unknown config fields named in one line."""
-  message = missing_file_message(_config_spec(argv))
+  spec = _config_spec(argv)
+  message = missing_file_message(spec)
   if message:
     _fail(message)
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError):
-    spec = _config_spec(argv)  # a file that is there (checked above)
-    message = None
-    if spec:
+    if spec:  # a file that is there (checked above)
       try:
         message = unknown_field_message(load(spec), argv)
       except Exception:  # pylint: disable=broad-except

@@ -95,10 +95,10 @@ def tiny_vit_run(cifar10_small, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope='session')
 def small_text(sst2):
   """A factory of transformer_text.py:sst2 shrunk for tests (vocabulary
-  2,000, 32 tokens, one block of width 32): each call a fresh config. The
-  text runs of tests/train/test_tasks_train.py and tests/test_predict_tasks.py
-  both start from it, so the second loads the first's compiled programs
-  from the session's compilation cache."""
+  2,000, 32 tokens, one block of width 32): each call a fresh config.
+  test_tasks_train.py's trained text run and test_predict_tasks.py's
+  text_run are this config for 80 steps, so whichever runs second loads the
+  other's compiled programs from the session's compilation cache."""
   from configs import transformer_text  # pylint: disable=g-import-not-at-top
 
   def make():
