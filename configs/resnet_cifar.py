@@ -127,6 +127,10 @@ def get_config(arg=None):
   # and their gradients averaged: the same update, k times less activation
   # memory (aisci/train/grad_accum.py).
   config.grad_accum_steps = 1
+  # The progress line's MFU divides by this, per device in TFLOP/s; 0: the
+  # datasheet figure of known GPUs and TPUs (aisci/train/flops.py), else
+  # TFLOP/s only (CPUs, other chips).
+  config.peak_tflops = 0.0
   # A jax.profiler trace of the steps after the first start_step, into
   # WORKDIR/profile (aisci/train/step_profile.py); num_steps=0: none.
   config.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))

@@ -74,7 +74,10 @@ def timing_lines(timings: Mapping[str, float]) -> list[str]:
         f'- steps trained in this session: {int(timings["steps"]):,} in '
         f'{progress_lib.format_duration(timings["train_seconds"])} of training '
         f'({timings["examples_per_second"]:.0f} examples/s, '
-        f'{timings["steps_per_second"]:.2f} steps/s)')
+        f'{timings["steps_per_second"]:.2f} steps/s'
+        + (f', {progress_lib.format_tflops(timings["tflops_per_second"])} '
+           'TFLOP/s' if 'tflops_per_second' in timings else '')
+        + (f', MFU {timings["mfu"]:.1%}' if 'mfu' in timings else '') + ')')
   if 'run_seconds' in timings:
     lines.append('- first to last record of metrics.jsonl, all sessions: '
                  f'{progress_lib.format_duration(timings["run_seconds"])}')

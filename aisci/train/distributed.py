@@ -120,9 +120,10 @@ class StopAgreement:
 
 
 def compile_together(step: Callable[..., Any], state: Any,
-                     batches: Iterator[Any]) -> tuple[Callable[..., Any],
+                     batches: Iterator[Any]) -> tuple[Callable[..., Any], Any,
                                                       Iterator[Any]]:
-  """The jitted `step` compiled ahead, on the first batch (put back).
+  """The jitted `step` compiled ahead, on the first batch (put back), with
+  the jaxpr it was traced to (flops.py counts its FLOPs from it).
 
   Every process compiles before any process runs it: cross-process
   collectives on CPU (gloo) give the processes 30 s to meet at their first
@@ -132,8 +133,9 @@ def compile_together(step: Callable[..., Any], state: Any,
   (`compiled.memory_analysis()`, step_memory.py).
   """
   first = next(batches)
-  compiled = step.lower(state, first).compile()
+  traced = step.trace(state, first)
+  compiled = traced.lower().compile()
   if jax.process_count() > 1:
     orbax_multihost.get_barrier_sync_fn()(key='aisci_train_step_compiled',
                                           timeout_ms=30 * 60 * 1000)
-  return compiled, itertools.chain([first], batches)
+  return compiled, traced.jaxpr, itertools.chain([first], batches)

@@ -33,6 +33,7 @@ from aisci.train import checkpoint as checkpoint_lib
 from aisci.train import compute_dtype
 from aisci.train import device_input
 from aisci.train import distributed
+from aisci.train import flops
 from aisci.train import init_from
 from aisci.train import metrics_log
 from aisci.train import nonfinite
@@ -319,13 +320,20 @@ def _train_and_evaluate(config, workdir, stop_at_step, stop_request):
             alternating_flip=alternating_flip).as_numpy_iterator(),
         batch_sharding)
   if start_step < end_step:
-    train_step, train_batches = distributed.compile_together(
+    train_step, step_jaxpr, train_batches = distributed.compile_together(
         train_step, abstract_state, train_batches)
     memory_line = step_memory.describe(
         train_step, jax.default_backend(), mesh.size,
         config.get('grad_accum_steps', 1))
-    if memory_line and process_index == 0:
-      logging.info('%s', memory_line)
+    step_flops = flops.matmul_flops(step_jaxpr)
+    device_kind = jax.devices()[0].device_kind
+    peak = flops.peak_tflops(device_kind, config.get('peak_tflops', 0.0))
+    progress.set_flops(step_flops, mesh.size, peak)
+    if process_index == 0:
+      for line in (memory_line, flops.describe(
+          step_flops, config.input.batch_size, device_kind, peak)):
+        if line:
+          logging.info('%s', line)
   if latest is None:
     state = init_compiled.result()(rng)
     if config.init.path:

@@ -1,5 +1,5 @@
 """Progress of long phases: the training line (step/total, loss, learning
-rate, examples/s, ETA), its timings for the report, and `track`, a periodic
+rate, examples/s, TFLOP/s and MFU when known, ETA), its timings for the report, and `track`, a periodic
 count/rate/ETA line for any long loop (decoding a dataset, evaluating,
 running an exported model over a test set)."""
 
@@ -16,6 +16,11 @@ def format_duration(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, seconds = divmod(rest, 60)
   return f'{hours}:{minutes:02d}:{seconds:02d}' if hours else f'{minutes}:{seconds:02d}'
+
+
+def format_tflops(tflops: float) -> str:
+  """1,234 / 56.7 / 0.0812: three significant digits, no exponent."""
+  return f'{tflops:,.0f}' if tflops >= 100 else f'{tflops:.3g}'
 
 
 class Progress:
@@ -37,6 +42,25 @@ class Progress:
     self._start_step, self._started = start_step, self._last_time
     self._paused_seconds = 0.0
     self._train_seconds = 0.0
+    self._flops_per_step: Optional[float] = None
+    self._peak_flops: Optional[float] = None
+
+  def set_flops(self, flops_per_step: float, devices: int,
+                peak_tflops_per_device: Optional[float]) -> None:
+    """Adds TFLOP/s (aisci/train/flops.py's count) to the line and timings,
+    and MFU, achieved over peak FLOP/s of all `devices`, if a peak is known."""
+    self._flops_per_step = flops_per_step
+    self._peak_flops = (peak_tflops_per_device * 1e12 * devices
+                        if peak_tflops_per_device else None)
+
+  def _flop_rates(self, steps_per_second: float) -> dict[str, float]:
+    if self._flops_per_step is None:
+      return {}
+    flops_per_second = self._flops_per_step * steps_per_second
+    rates = dict(tflops_per_second=flops_per_second / 1e12)
+    if self._peak_flops:
+      rates['mfu'] = flops_per_second / self._peak_flops
+    return rates
 
   def pause(self) -> None:
     self._paused_at = self._clock()
@@ -52,13 +76,15 @@ class Progress:
     """This session so far: wall_seconds (since the Progress was made,
     evaluations and checkpoints included), train_seconds (up to the last
     `line`/`update`, paused time excluded), steps (trained by then),
-    steps_per_second and examples_per_second over train_seconds."""
+    steps_per_second and examples_per_second over train_seconds; with
+    `set_flops`, tflops_per_second and mfu (a fraction) too."""
     train = max(self._train_seconds, 1e-9)
     steps = self._last_step - self._start_step
     return dict(wall_seconds=self._clock() - self._started,
                 train_seconds=self._train_seconds, steps=float(steps),
                 steps_per_second=steps / train,
-                examples_per_second=steps * self.global_batch_size / train)
+                examples_per_second=steps * self.global_batch_size / train,
+                **self._flop_rates(steps / train))
 
   def update(self, step: int) -> None:
     now = self._clock()
@@ -77,6 +103,11 @@ class Progress:
       parts.append(f'lr {metrics["learning_rate"]:.3g}')
     if self.steps_per_second:
       parts.append(f'{self.steps_per_second * self.global_batch_size:.0f} ex/s')
+      rates = self._flop_rates(self.steps_per_second)
+      if rates:
+        parts.append(f'{format_tflops(rates["tflops_per_second"])} TFLOP/s')
+      if 'mfu' in rates:
+        parts.append(f'MFU {rates["mfu"]:.1%}')
       eta = (self.total_steps - step) / self.steps_per_second
       parts.append(f'ETA {format_duration(eta)}')
     return ' | '.join(parts)

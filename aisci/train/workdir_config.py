@@ -36,6 +36,7 @@ SAFE_FIELDS = (
     'init.',  # only read when a run starts from scratch
     'optimizer.skip_nonfinite_updates',  # a guard, to get past a bad batch
     'profile.',  # which steps are traced (train/step_profile.py)
+    'peak_tflops',  # what MFU is measured against (train/flops.py)
 )
 
 

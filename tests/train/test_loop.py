@@ -3,8 +3,10 @@ resume to the same parameters."""
 
 import json
 import os
+import re
 
 import chex
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -60,6 +62,7 @@ def test_training_on_real_images_learns_and_writes_reports(cifar10_small, tmp_pa
   config = small_config(cifar10_small, total_steps=150, log_every_steps=50,
                         eval_every_steps=100, checkpoint_every_steps=50)
   config.input.batch_size = 64
+  config.peak_tflops = 0.005  # per device: the report gives MFU against it
   metrics = loop.train_and_evaluate(config, workdir)
   # 10 balanced classes: chance is 10 %. 150 steps on 2,000 real images.
   assert metrics['accuracy'] >= 0.25, metrics
@@ -82,7 +85,16 @@ def test_training_on_real_images_learns_and_writes_reports(cifar10_small, tmp_pa
     assert json.load(f)['total_steps'] == 150
   # Misclassified examples, drawn from the final evaluation's outputs.
   with open(os.path.join(workdir, 'report.md')) as f:
-    assert 'misclassified.png' in f.read()
+    report_md = f.read()
+  assert 'misclassified.png' in report_md
+  # The session's FLOP rate, and MFU = that rate / (0.005 TFLOP/s x devices)
+  # (both rounded in the report).
+  tflops, mfu = re.search(r'steps/s, ([\d.]+) TFLOP/s, MFU ([\d.]+)%',
+                          report_md).groups()
+  assert float(tflops) > 0
+  np.testing.assert_allclose(
+      float(mfu), 100 * float(tflops) / (0.005 * jax.device_count()),
+      rtol=0.005, atol=0.06)
   assert os.path.getsize(os.path.join(workdir, 'misclassified.png')) > 10_000
   # Rerunning a finished run trains nothing and reports the same figures.
   again = loop.train_and_evaluate(config, workdir)

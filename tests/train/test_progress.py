@@ -59,3 +59,31 @@ def test_timings_count_training_only():
   assert t['wall_seconds'] == 40.0 and t['train_seconds'] == 20.0
   assert t['steps'] == 40 and t['steps_per_second'] == 2.0
   assert t['examples_per_second'] == 64.0
+
+
+def test_flop_rate_and_mfu_in_the_line_and_timings():
+  clock = FakeClock()
+  p = progress.Progress(total_steps=100, global_batch_size=32, start_step=0,
+                        clock=clock)
+  # 2 TFLOP per step over 4 devices of 1 TFLOP/s each, 1 step/s: half.
+  p.set_flops(2e12, devices=4, peak_tflops_per_device=1.0)
+  clock.now = 10.0
+  line = p.line(10, {'loss': 1.0})
+  assert '| 32 ex/s | 2 TFLOP/s | MFU 50.0% | ETA 1:30' in line, line
+  t = p.timings()
+  assert t['tflops_per_second'] == 2.0 and t['mfu'] == 0.5
+  # No peak known (a CPU): the rate alone.
+  p.set_flops(2e12, devices=4, peak_tflops_per_device=None)
+  clock.now = 20.0
+  line = p.line(20, {'loss': 1.0})
+  assert '| 2 TFLOP/s | ETA' in line and 'MFU' not in line, line
+  assert 'mfu' not in p.timings()
+
+
+def test_no_flops_no_rate():
+  clock = FakeClock()
+  p = progress.Progress(total_steps=100, global_batch_size=32, start_step=0,
+                        clock=clock)
+  clock.now = 10.0
+  assert 'FLOP' not in p.line(10, {})
+  assert 'tflops_per_second' not in p.timings()
